@@ -1,0 +1,130 @@
+"""RetinaFace mobile0.25 as a :class:`~handlers.pipeline.Detector`: letterbox-free resize, padding
+to a stride multiple, size-grouped batching, prior decoding and NMS (torchvision.ops)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from handlers.pipeline import Detector
+from handlers.retinaface import RetinaFace
+from handlers.schema import Detection
+from handlers.settings import DetectorSettings
+
+MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+STRIDES = (8, 16, 32)
+ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))  # pixels, per pyramid level
+VARIANCES = (0.1, 0.2)  # centre, size
+PAD_MULTIPLE = 32  # coarsest stride: every level's grid covers the canvas exactly
+PRE_NMS_TOP_K = 5000
+LABEL = "face"
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor  # (3, Hc, Wc) float32, mean-subtracted BGR, zero-padded bottom/right
+    scale: float  # network pixels per original pixel (<= 1)
+    width: int  # original size
+    height: int
+
+
+@lru_cache(maxsize=32)
+def anchor_grid(canvas_h: int, canvas_w: int, device: str) -> torch.Tensor:
+    """(A, 4) anchors as (cx, cy, w, h) in canvas pixels, in the heads' output order."""
+    per_level = []
+    for stride, sizes in zip(STRIDES, ANCHOR_SIZES):
+        rows, cols = -(-canvas_h // stride), -(-canvas_w // stride)
+        cy, cx = torch.meshgrid(
+            (torch.arange(rows, dtype=torch.float32) + 0.5) * stride,
+            (torch.arange(cols, dtype=torch.float32) + 0.5) * stride,
+            indexing="ij",
+        )
+        centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2).expand(-1, len(sizes), 2)
+        wh = torch.tensor(sizes, dtype=torch.float32).reshape(1, -1, 1).expand(rows * cols, -1, 2)
+        per_level.append(torch.cat([centres, wh], dim=-1).reshape(-1, 4))  # 2 anchors per cell
+    return torch.cat(per_level).to(device)
+
+
+def decode_boxes(loc: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """(A, 4) offsets -> (A, 4) x1, y1, x2, y2."""
+    centre = anchors[:, :2] + loc[:, :2] * VARIANCES[0] * anchors[:, 2:]
+    size = anchors[:, 2:] * torch.exp(loc[:, 2:] * VARIANCES[1])
+    return torch.cat([centre - size / 2, centre + size / 2], dim=1)
+
+
+def decode_landmarks(landm: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """(A, 10) offsets -> (A, 5, 2) points."""
+    offsets = landm.reshape(-1, 5, 2)
+    return anchors[:, None, :2] + offsets * VARIANCES[0] * anchors[:, None, 2:]
+
+
+class RetinaFaceDetector(Detector):
+    def __init__(self, weights: Path | str, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = RetinaFace()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state, strict=True)
+        self.model.to(self.device).eval()
+
+    def preprocess(self, image: np.ndarray, settings: DetectorSettings) -> PreparedImage:
+        height, width = image.shape[:2]
+        scale = min(1.0, settings.inference_size / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+        canvas_h, canvas_w = -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+        # Zero after mean subtraction == the convolutions' own zero padding at the first layer.
+        canvas = np.zeros((canvas_h, canvas_w, 3), dtype=np.float32)
+        canvas[:h, :w] = image[..., ::-1] - MEAN_BGR  # RGB -> BGR
+        tensor = torch.from_numpy(canvas).permute(2, 0, 1)  # (3, Hc, Wc), a view
+        return PreparedImage(tensor, scale, width, height)
+
+    @torch.inference_mode()
+    def infer(self, prepared: list[PreparedImage]) -> list[tuple[torch.Tensor, ...]]:
+        # Images of one canvas size share a forward pass; other sizes get their own. No padding to
+        # the batch's largest image, so a result never depends on what else was in the batch.
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, item in enumerate(prepared):
+            groups[tuple(item.tensor.shape)].append(index)
+        outputs: list[tuple[torch.Tensor, ...]] = [()] * len(prepared)
+        for indices in groups.values():
+            batch = torch.stack([prepared[i].tensor for i in indices]).to(self.device)
+            loc, conf, landm = self.model(batch)  # (n, A, 4), (n, A, 2), (n, A, 10)
+            for row, index in enumerate(indices):
+                outputs[index] = (loc[row], conf[row, :, 1], landm[row])
+        return outputs
+
+    @torch.inference_mode()
+    def postprocess(
+        self, raw: tuple[torch.Tensor, ...], prepared: PreparedImage, settings: DetectorSettings
+    ) -> list[Detection]:
+        loc, scores, landm = raw
+        keep = scores > settings.score_threshold
+        if not bool(keep.any()):
+            return []
+        _, canvas_h, canvas_w = prepared.tensor.shape
+        anchors = anchor_grid(canvas_h, canvas_w, str(loc.device))[keep]
+        loc, scores, landm = loc[keep], scores[keep], landm[keep]
+        top = scores.argsort(descending=True)[:PRE_NMS_TOP_K]
+        boxes = decode_boxes(loc[top], anchors[top])
+        points = decode_landmarks(landm[top], anchors[top])
+        scores = scores[top]
+        kept = nms(boxes, scores, settings.nms_iou)[: settings.max_detections]  # sorted by score
+        # Back to original pixels, clipped to the image.
+        limits = torch.tensor([prepared.width, prepared.height], device=boxes.device)
+        boxes = (boxes[kept] / prepared.scale).reshape(-1, 2, 2).clamp(min=0)
+        boxes = torch.minimum(boxes, limits).reshape(-1, 4).cpu().numpy()
+        points = torch.minimum((points[kept] / prepared.scale).clamp(min=0), limits).cpu().numpy()
+        scores = scores[kept].cpu().numpy()
+        return [
+            Detection(LABEL, float(s), tuple(b.tolist()), [tuple(p) for p in pts.tolist()])
+            for s, b, pts in zip(scores, boxes, points)
+        ]

@@ -1,0 +1,1 @@
+"""Command-line tools and the client library of the detection service."""

@@ -1,0 +1,111 @@
+"""Build the model archives (.mar) into model_store/ with torch-model-archiver.
+
+Each archive holds: the handler entry file, the ``handlers`` package (the shared pipeline code),
+the weights as a state_dict, and its model-config.yaml. Archive files are named ``<name>-<version>.mar``
+so that several versions of one model can sit side by side in the store.
+
+Usage: python -m scripts.build_archives [--store model_store] [--only face_detector-2.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "build"
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    name: str
+    version: str
+    handler: Path  # entry file with exactly one handler class
+    weights: Path  # state_dict produced by a converter script
+    config: Path  # model-config.yaml
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}.mar"
+
+
+ARCHIVES = {
+    "face_detector-2.0": ArchiveSpec(
+        name="face_detector",
+        version="2.0",
+        handler=REPO / "handlers/face_handler.py",
+        weights=BUILD / "retinaface_mobile0.25.pt",
+        config=REPO / "model_configs/face_detector-2.0.yaml",
+        description="RetinaFace mobile0.25 face detector with 5 landmarks",
+    ),
+}
+
+
+def ensure_weights(spec: ArchiveSpec) -> None:
+    if spec.weights.exists():
+        return
+    if spec.weights.name == "retinaface_mobile0.25.pt":
+        from scripts.convert_retinaface import convert, find_onnx_bytes
+
+        import torch
+
+        spec.weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(convert(find_onnx_bytes()), spec.weights)
+        print(f"converted RetinaFace weights -> {spec.weights.relative_to(REPO)}")
+        return
+    sys.exit(f"weights for {spec.name} {spec.version} not found at {spec.weights}")
+
+
+def stage_package(stage: Path) -> None:
+    """Copy the ``handlers`` package (python files only) where the archiver will pick it up."""
+    target = stage / "handlers"
+    target.mkdir(parents=True)
+    for source in (REPO / "handlers").glob("*.py"):
+        shutil.copy2(source, target / source.name)
+
+
+def build(spec: ArchiveSpec, store: Path) -> Path:
+    ensure_weights(spec)
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mar-") as tmp:
+        stage, out = Path(tmp) / "stage", Path(tmp) / "out"
+        stage_package(stage)
+        out.mkdir()
+        cmd = [
+            "torch-model-archiver",
+            "--model-name", spec.name,
+            "--version", spec.version,
+            "--handler", str(spec.handler),
+            "--serialized-file", str(spec.weights),
+            "--extra-files", str(stage),
+            "--config-file", str(spec.config),
+            "--export-path", str(out),
+            "--archive-format", "default",
+            "--force",
+        ]  # fmt: skip
+        bin_dir = Path(sys.executable).parent
+        subprocess.run(cmd, check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+        target = store / spec.filename
+        shutil.move(out / f"{spec.name}.mar", target)
+    print(f"built {target.relative_to(REPO) if target.is_relative_to(REPO) else target} "
+          f"({target.stat().st_size / 1e6:.2f} MB)")
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build model archives into the model store.")
+    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    parser.add_argument("--only", choices=sorted(ARCHIVES), action="append", help="archive(s) to build")
+    args = parser.parse_args(argv)
+    for key in args.only or sorted(ARCHIVES):
+        build(ARCHIVES[key], args.store)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Start, wait for, and stop a TorchServe instance. Used by `make serve` / `make stop` and by the
+test fixtures, so both exercise the same start-up path.
+
+An instance lives in a *run directory*: TorchServe is started with it as cwd (its ``key_file.json``
+lands there) and as TMPDIR (TorchServe keeps its pid file in the temp dir, so several instances can
+run side by side). `make serve` uses the repository root, so ``key_file.json`` sits next to this README.
+
+Readiness is "every worker of every loaded model is READY" from the management API: ``/ping`` says
+Healthy while workers are still crash-looping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.client import ClientError, Endpoints, ManagementClient, TokenStore
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config.properties"
+PID_FILE = ".model_server.pid"
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    props: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def render_config(base: Path, out: Path, overrides: dict[str, str]) -> Path:
+    """Copy ``base`` to ``out`` with ``overrides`` replacing (or adding) properties, comments kept."""
+    lines, seen = [], set()
+    for line in base.read_text().splitlines():
+        match = re.match(r"\s*([A-Za-z0-9_.]+)\s*=", line)
+        if match and match.group(1) in overrides:
+            key = match.group(1)
+            lines.append(f"{key}={overrides[key]}")
+            seen.add(key)
+        else:
+            lines.append(line)
+    lines += [f"{k}={v}" for k, v in overrides.items() if k not in seen]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def server_env(run_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+    env["TMPDIR"] = str(run_dir / ".run")
+    env["LOG_LOCATION"] = str(run_dir / "logs")
+    env["METRICS_LOCATION"] = str(run_dir / "logs")
+    # The frontend names worker sockets after java.io.tmpdir (/tmp/.ts.sock.9000): give each
+    # instance its own, or two instances on one machine steal each other's workers.
+    env["JAVA_TOOL_OPTIONS"] = f"-Djava.io.tmpdir={run_dir / '.run'}"
+    (run_dir / ".run").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def running_pid(run_dir: Path) -> int | None:
+    pid_file = run_dir / ".run" / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def start(config: Path, run_dir: Path, foreground: bool = False) -> subprocess.Popen | None:
+    """Launch TorchServe. Daemonizes unless ``foreground`` (then the Popen is returned)."""
+    props = read_properties(config)
+    model_store = Path(props.get("model_store", "model_store"))
+    if not model_store.is_absolute():
+        model_store = (run_dir / model_store).resolve()
+    cmd = ["torchserve", "--start", "--ncs", "--ts-config", str(config.resolve()),
+           "--model-store", str(model_store)]  # fmt: skip
+    if foreground:
+        cmd.append("--foreground")
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        log = open(run_dir / "logs" / "torchserve.out", "ab")  # noqa: SIM115 - lives as long as the server
+        return subprocess.Popen(cmd, cwd=run_dir, env=server_env(run_dir), stdout=log, stderr=log)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "logs" / "torchserve.out", "ab") as log:
+        subprocess.run(cmd, cwd=run_dir, env=server_env(run_dir), check=True, stdout=log, stderr=log)
+    return None
+
+
+def stop(run_dir: Path, timeout: float = 60.0) -> bool:
+    """Stop the instance of ``run_dir``; True when one was running."""
+    pid = running_pid(run_dir)
+    if pid is None:
+        return False
+    subprocess.run(["torchserve", "--stop"], cwd=run_dir, env=server_env(run_dir),
+                   check=False, capture_output=True)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    return True
+
+
+def loaded_models(props: dict[str, str]) -> list[str]:
+    """Model names from ``load_models`` (archive files are named <name>-<version>.mar)."""
+    names = []
+    for entry in props.get("load_models", "").split(","):
+        entry = entry.strip()
+        if entry and entry not in ("all", "ALL"):
+            names.append(re.sub(r"(-[0-9][^/]*)?\.mar$", "", entry.split("=")[-1]))
+    return sorted(set(names))
+
+
+def wait_ready(
+    management: ManagementClient, models: list[str], timeout: float, proc: subprocess.Popen | None = None
+) -> float:
+    """Block until every worker of every model is READY; returns the seconds it took."""
+    start_time = time.monotonic()
+    last_error = "no answer yet"
+    while time.monotonic() - start_time < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"TorchServe exited with code {proc.returncode} while starting")
+        try:
+            if all(management.is_ready(model) for model in models):
+                return time.monotonic() - start_time
+            last_error = "workers not READY yet"
+        except ClientError as err:
+            last_error = str(err)
+        time.sleep(0.5)
+    raise TimeoutError(f"models {models} not READY after {timeout:.0f}s: {last_error}")
+
+
+def print_endpoints(endpoints: Endpoints, tokens: TokenStore, models: list[str]) -> None:
+    key = tokens.get("inference")
+    model = models[0] if models else "face_detector"
+    print(f"inference:  {endpoints.inference}/predictions/<model>[/<version>]")
+    print(f"management: {endpoints.management}/models")
+    print(f"metrics:    {endpoints.metrics}/metrics")
+    print(f"models:     {', '.join(models)}")
+    print(f"tokens:     {tokens.key_file} (inference key expires; scripts renew it)")
+    print("try:")
+    print(f"  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: image/jpeg' \\\n"
+          f"       --data-binary @photo.jpg {endpoints.inference}/predictions/{model}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Start or stop the TorchServe instance of this repo.")
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--run-dir", type=Path, default=REPO)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    props = read_properties(args.config)
+    endpoints = Endpoints.from_properties(props)
+    tokens = TokenStore(run_dir / "key_file.json", endpoints)
+    models = loaded_models(props)
+
+    if args.action == "stop":
+        print("TorchServe stopped" if stop(run_dir) else "TorchServe was not running")
+        return
+    if args.action == "status":
+        pid = running_pid(run_dir)
+        print(f"TorchServe running, pid {pid}" if pid else "TorchServe is not running")
+        sys.exit(0 if pid else 1)
+
+    if shutil.which("java") is None:
+        sys.exit("Java 17 is required: sudo apt-get install -y openjdk-17-jre-headless")
+    pid = running_pid(run_dir)
+    if pid:
+        print(f"TorchServe already running (pid {pid}); checking readiness")
+    else:
+        start(args.config, run_dir)
+    try:
+        seconds = wait_ready(ManagementClient(endpoints, tokens), models, args.timeout)
+    except (TimeoutError, RuntimeError) as err:
+        sys.exit(f"{err}\nsee {run_dir / 'logs' / 'model_log.log'}")
+    print(f"ready in {seconds:.1f}s")
+    print_endpoints(endpoints, tokens, models)
+
+
+if __name__ == "__main__":
+    main()
