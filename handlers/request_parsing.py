@@ -49,9 +49,7 @@ def parse_request(item: dict[str, Any]) -> ParsedRequest:
         raise InputError('JSON body must be an object like {"image": "<base64>"}')
     unknown = sorted(set(overrides) - set(SETTING_NAMES))
     if unknown:
-        raise InputError(
-            f"unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(SETTING_NAMES)}"
-        )
+        raise InputError(f"unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(SETTING_NAMES)}")
     return ParsedRequest(image_bytes, overrides)
 
 

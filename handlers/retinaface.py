@@ -125,9 +125,7 @@ class SSH(nn.Module):
 
 
 def _head(in_ch: int, values_per_anchor: int) -> nn.ModuleList:
-    return nn.ModuleList(
-        nn.Conv2d(in_ch, ANCHORS_PER_LOCATION * values_per_anchor, 1) for _ in range(3)
-    )
+    return nn.ModuleList(nn.Conv2d(in_ch, ANCHORS_PER_LOCATION * values_per_anchor, 1) for _ in range(3))
 
 
 def _flatten_level(x: torch.Tensor, values_per_anchor: int) -> torch.Tensor:
@@ -150,7 +148,5 @@ class RetinaFace(nn.Module):
         feats = [self.ssh1(levels[0]), self.ssh2(levels[1]), self.ssh3(levels[2])]
         loc = torch.cat([_flatten_level(h(f), 4) for h, f in zip(self.bbox_head, feats)], dim=1)
         logits = torch.cat([_flatten_level(h(f), 2) for h, f in zip(self.class_head, feats)], dim=1)
-        landmarks = torch.cat(
-            [_flatten_level(h(f), 10) for h, f in zip(self.landmark_head, feats)], dim=1
-        )
+        landmarks = torch.cat([_flatten_level(h(f), 10) for h, f in zip(self.landmark_head, feats)], dim=1)
         return loc, logits.softmax(dim=-1), landmarks

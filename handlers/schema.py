@@ -37,8 +37,7 @@ class Detection:
             out["class_id"] = int(self.class_id)
         if self.landmarks is not None:
             out["landmarks"] = [
-                [round(float(x), COORD_DECIMALS), round(float(y), COORD_DECIMALS)]
-                for x, y in self.landmarks
+                [round(float(x), COORD_DECIMALS), round(float(y), COORD_DECIMALS)] for x, y in self.landmarks
             ]
         return out
 

@@ -58,7 +58,8 @@ def _coerce(name: str, value: Any) -> float | int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number between {bound.low} and {bound.high}, got {value!r}")
+        expected = f"a number between {bound.low} and {bound.high}"
+        raise InputError(f"{name} must be {expected}, got {value!r}") from None
     if bound.kind is int:
         if number != int(number):
             raise InputError(f"{name} must be a whole number, got {value!r}")

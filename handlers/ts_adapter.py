@@ -61,9 +61,7 @@ class DetectionHandler:
         self.initialized = False
         self.pipeline: DetectionPipeline | None = None
 
-    def build_detector(
-        self, model_dir: Path, device: torch.device, section: dict[str, Any]
-    ) -> Detector:
+    def build_detector(self, model_dir: Path, device: torch.device, section: dict[str, Any]) -> Detector:
         raise NotImplementedError
 
     def initialize(self, context: Any) -> None:
@@ -84,14 +82,17 @@ class DetectionHandler:
         )
         log.info(
             "loaded %s %s on %s (pid %d), defaults %s",
-            self.pipeline.model_name, self.pipeline.version, device, os.getpid(), defaults,
+            self.pipeline.model_name,
+            self.pipeline.version,
+            device,
+            os.getpid(),
+            defaults,
         )
         self.initialized = True
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
         requests = [
-            {**header_overrides(context.get_all_request_header(idx)), **item}
-            for idx, item in enumerate(data)
+            {**header_overrides(context.get_all_request_header(idx)), **item} for idx, item in enumerate(data)
         ]
         responses = []
         rejected = 0

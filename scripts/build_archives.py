@@ -51,9 +51,9 @@ def ensure_weights(spec: ArchiveSpec) -> None:
     if spec.weights.exists():
         return
     if spec.weights.name == "retinaface_mobile0.25.pt":
-        from scripts.convert_retinaface import convert, find_onnx_bytes
-
         import torch
+
+        from scripts.convert_retinaface import convert, find_onnx_bytes
 
         spec.weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(convert(find_onnx_bytes()), spec.weights)
@@ -93,8 +93,10 @@ def build(spec: ArchiveSpec, store: Path) -> Path:
         subprocess.run(cmd, check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
         target = store / spec.filename
         shutil.move(out / f"{spec.name}.mar", target)
-    print(f"built {target.relative_to(REPO) if target.is_relative_to(REPO) else target} "
-          f"({target.stat().st_size / 1e6:.2f} MB)")
+    print(
+        f"built {target.relative_to(REPO) if target.is_relative_to(REPO) else target} "
+        f"({target.stat().st_size / 1e6:.2f} MB)"
+    )
     return target
 
 

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import requests
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 TOKEN_ERROR_TYPE = "InvalidKeyException"
 KEY_KINDS = ("inference", "management", "API")
 
-ImageInput = Union[bytes, bytearray, str, Path, np.ndarray]
+ImageInput = bytes | bytearray | str | Path | np.ndarray
 
 
 class ClientError(Exception):
@@ -113,7 +113,9 @@ class TokenStore:
         except requests.RequestException as err:
             raise ServerUnavailable(f"cannot renew the {kind} token: {err}") from None
         if response.status_code != 200:
-            raise AuthError(f"renewing the {kind} token failed ({response.status_code}): {response.text.strip()}")
+            raise AuthError(
+                f"renewing the {kind} token failed ({response.status_code}): {response.text.strip()}"
+            )
         key = self.get(kind)
         if key is None:
             raise AuthError(f"renewed the {kind} token but cannot read it from {self.key_file}")
@@ -123,7 +125,9 @@ class TokenStore:
 class _Api:
     """HTTP with keep-alive, bearer token, one renew-and-retry on token failure, typed errors."""
 
-    def __init__(self, base: str, kind: str, tokens: TokenStore, timeout: float, session: requests.Session | None) -> None:
+    def __init__(
+        self, base: str, kind: str, tokens: TokenStore, timeout: float, session: requests.Session | None
+    ) -> None:
         self.base = base.rstrip("/")
         self.kind = kind
         self.tokens = tokens
@@ -135,7 +139,9 @@ class _Api:
         if _is_token_failure(response):
             response = self._send(method, path, self.tokens.refresh(self.kind), **kwargs)
             if _is_token_failure(response):
-                raise AuthError(f"{self.kind} token rejected by {self.base}", response.status_code, _body(response))
+                raise AuthError(
+                    f"{self.kind} token rejected by {self.base}", response.status_code, _body(response)
+                )
         return response
 
     def _send(self, method: str, path: str, key: str | None, **kwargs: Any) -> requests.Response:
@@ -147,9 +153,14 @@ class _Api:
                 method, f"{self.base}{path}", headers=headers, timeout=self.timeout, **kwargs
             )
         except requests.ConnectionError as err:
-            raise ServerUnavailable(f"TorchServe is not reachable at {self.base} ({type(err).__name__}); is it running? try `make serve`") from None
+            raise ServerUnavailable(
+                f"TorchServe is not reachable at {self.base} ({type(err).__name__}); "
+                "is it running? try `make serve`"
+            ) from None
         except requests.Timeout:
-            raise ServerUnavailable(f"TorchServe at {self.base} did not answer within {self.timeout}s") from None
+            raise ServerUnavailable(
+                f"TorchServe at {self.base} did not answer within {self.timeout}s"
+            ) from None
 
 
 def _body(response: requests.Response) -> Any:
@@ -272,7 +283,9 @@ class ManagementClient:
     def set_default(self, model: str, version: str) -> str:
         return self._json("PUT", f"/models/{model}/{version}/set-default", "set-default")["status"]
 
-    def scale(self, model: str, min_worker: int, max_worker: int | None = None, version: str | None = None) -> str:
+    def scale(
+        self, model: str, min_worker: int, max_worker: int | None = None, version: str | None = None
+    ) -> str:
         params = {"min_worker": min_worker, "synchronous": "true"}
         if max_worker is not None:
             params["max_worker"] = max_worker

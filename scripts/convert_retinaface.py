@@ -84,7 +84,9 @@ def convert(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
         raise ValueError(f"ONNX graph does not match RetinaFace: missing {missing}, unexpected {unexpected}")
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise ValueError(f"{key}: ONNX shape {tuple(tensor.shape)} != module {tuple(expected[key].shape)}")
+            raise ValueError(
+                f"{key}: ONNX shape {tuple(tensor.shape)} != module {tuple(expected[key].shape)}"
+            )
     model.load_state_dict(state, strict=True)
     return state
 
