@@ -8,7 +8,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-HANDLER_SOURCES := $(wildcard handlers/*.py)
 
 .PHONY: serve stop test build lint format clean java venv status
 
@@ -32,10 +31,9 @@ java:
 build/retinaface_mobile0.25.pt: $(STAMP) handlers/retinaface.py scripts/convert_retinaface.py
 	$(PY) -m scripts.convert_retinaface --out $@
 
-model_store/face_detector-2.0.mar: build/retinaface_mobile0.25.pt model_configs/face_detector-2.0.yaml $(HANDLER_SOURCES) scripts/build_archives.py
-	$(PY) -m scripts.build_archives --only face_detector-2.0
-
-build: model_store/face_detector-2.0.mar
+# Rebuilds only the archives that are missing or older than their sources (scripts/build_archives.py).
+build: $(STAMP) build/retinaface_mobile0.25.pt
+	$(PY) -m scripts.build_archives
 
 serve: java build
 	$(PY) -m scripts.server start

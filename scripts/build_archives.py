@@ -100,13 +100,32 @@ def build(spec: ArchiveSpec, store: Path) -> Path:
     return target
 
 
+def is_stale(spec: ArchiveSpec, store: Path) -> bool:
+    """True when the archive is missing or older than anything it packs."""
+    target = store / spec.filename
+    if not target.exists() or not spec.weights.exists():
+        return True
+    inputs = [spec.handler, spec.config, spec.weights, *(REPO / "handlers").glob("*.py")]
+    return max(p.stat().st_mtime for p in inputs) > target.stat().st_mtime
+
+
+def build_stale(store: Path, only: list[str] | None = None, force: bool = False) -> list[Path]:
+    """Build the default archives that are missing or out of date; return the paths built."""
+    return [
+        build(ARCHIVES[key], store)
+        for key in only or sorted(ARCHIVES)
+        if force or is_stale(ARCHIVES[key], store)
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build model archives into the model store.")
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--only", choices=sorted(ARCHIVES), action="append", help="archive(s) to build")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
-    for key in args.only or sorted(ARCHIVES):
-        build(ARCHIVES[key], args.store)
+    if not build_stale(args.store, args.only, args.force):
+        print(f"archives in {args.store} are up to date")
 
 
 if __name__ == "__main__":

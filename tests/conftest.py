@@ -56,11 +56,8 @@ class Server:
 
 
 def ensure_archives() -> None:
-    """Build the archives when missing or older than the code and configs they pack."""
-    archive = MODEL_STORE / "face_detector-2.0.mar"
-    sources = [*REPO.glob("handlers/*.py"), *REPO.glob("model_configs/*.yaml")]
-    if not archive.exists() or max(p.stat().st_mtime for p in sources) > archive.stat().st_mtime:
-        subprocess.run([sys.executable, "-m", "scripts.build_archives"], cwd=REPO, check=True)
+    """Build the default archives when missing or older than the code and configs they pack."""
+    subprocess.run([sys.executable, "-m", "scripts.build_archives"], cwd=REPO, check=True)
 
 
 def launch(run_dir: Path, **overrides: str) -> Server:
