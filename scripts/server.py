@@ -15,9 +15,11 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.client import ClientError, Endpoints, ManagementClient, TokenStore
@@ -143,6 +145,76 @@ def wait_ready(
     raise TimeoutError(f"models {models} not READY after {timeout:.0f}s: {last_error}")
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports the OS says are free right now (bound together so that they differ)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@dataclass
+class Instance:
+    """A TorchServe started by :func:`launch` (tests, benchmarks): foreground, own run dir and ports."""
+
+    run_dir: Path
+    endpoints: Endpoints
+    tokens: TokenStore
+    models: list[str]
+    process: subprocess.Popen
+
+    def log(self, name: str = "model_log.log") -> str:
+        path = self.run_dir / "logs" / name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def shutdown(self) -> None:
+        stop(self.run_dir)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def launch(
+    run_dir: Path,
+    base_config: Path = DEFAULT_CONFIG,
+    timeout: float = 180.0,
+    instance_type: type[Instance] = Instance,
+    **overrides: str,
+) -> Instance:
+    """Start TorchServe from ``base_config`` on free loopback ports with ``overrides`` applied and
+    wait until READY. ``model_store`` defaults to the repository's model_store/."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(5)
+    settings = {
+        "inference_address": f"http://127.0.0.1:{ports[0]}",
+        "management_address": f"http://127.0.0.1:{ports[1]}",
+        "metrics_address": f"http://127.0.0.1:{ports[2]}",
+        "grpc_inference_port": str(ports[3]),
+        "grpc_management_port": str(ports[4]),
+        "model_store": str(REPO / "model_store"),
+        **overrides,
+    }
+    config = render_config(base_config, run_dir / "config.properties", settings)
+    props = read_properties(config)
+    endpoints = Endpoints.from_properties(props, env={})
+    tokens = TokenStore(run_dir / "key_file.json", endpoints)
+    process = start(config, run_dir, foreground=True)
+    instance = instance_type(run_dir, endpoints, tokens, loaded_models(props), process)
+    try:
+        wait_ready(ManagementClient(endpoints, tokens), instance.models, timeout, process)
+    except Exception:
+        instance.shutdown()
+        print(instance.log("torchserve.out")[-4000:], instance.log()[-4000:], sep="\n", file=sys.stderr)
+        raise
+    return instance
+
+
 def print_endpoints(endpoints: Endpoints, tokens: TokenStore, models: list[str]) -> None:
     key = tokens.get("inference")
     model = models[0] if models else "face_detector"
@@ -154,6 +226,36 @@ def print_endpoints(endpoints: Endpoints, tokens: TokenStore, models: list[str])
     print("try:")
     print(f"  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: image/jpeg' \\\n"
           f"       --data-binary @photo.jpg {endpoints.inference}/predictions/{model}")  # fmt: skip
+
+
+def save_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Path, models: list[str]) -> None:
+    """Record default versions and worker counts before stopping (scripts/versions.py)."""
+    from scripts.versions import ModelAdmin, ServedState
+
+    try:
+        state = ServedState.for_run_dir(run_dir)
+        admin = ModelAdmin(endpoints, tokens, timeout=10.0)
+        state.snapshot(admin, sorted(set(models) | {m["modelName"] for m in admin.list_models()}))
+        state.save()
+        print(f"saved default versions and worker counts to {state.path}")
+    except (ClientError, ValueError) as err:
+        print(f"warning: could not save default versions and worker counts: {err}", file=sys.stderr)
+
+
+def restore_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Path, props: dict) -> None:
+    """Re-apply the default versions and worker counts saved by scripts/manage.py or the last stop."""
+    from scripts.versions import ModelAdmin, ServedState, restore
+
+    try:
+        state = ServedState.for_run_dir(run_dir)
+        if not state.models:
+            return
+        model_api = props.get("enable_model_api", "false").lower() == "true"
+        admin = ModelAdmin(endpoints, tokens, timeout=300.0)  # scaling waits for new workers
+        for line in restore(admin, state, model_api):
+            print(f"restored: {line}")
+    except (ClientError, ValueError) as err:
+        print(f"warning: saved default versions / worker counts not re-applied: {err}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -170,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     models = loaded_models(props)
 
     if args.action == "stop":
+        if running_pid(run_dir):
+            save_serving_state(endpoints, tokens, run_dir, models)
         print("TorchServe stopped" if stop(run_dir) else "TorchServe was not running")
         return
     if args.action == "status":
@@ -189,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     except (TimeoutError, RuntimeError) as err:
         sys.exit(f"{err}\nsee {run_dir / 'logs' / 'model_log.log'}")
     print(f"ready in {seconds:.1f}s")
+    restore_serving_state(endpoints, tokens, run_dir, props)
     print_endpoints(endpoints, tokens, models)
 
 

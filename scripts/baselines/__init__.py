@@ -1,0 +1,1 @@
+"""Alternative ways to serve the same pipeline, for the benchmark's comparisons."""

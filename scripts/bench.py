@@ -1,0 +1,284 @@
+"""Throughput / latency benchmark of the served model against its ceiling and its alternatives.
+
+Targets, all on the same JPEG and the same pipeline code (decode + preprocess + model + postprocess):
+  torchserve  this deployment: a fresh TorchServe on free ports from config.properties
+  inprocess   the pipeline called directly, no server: the ceiling on this machine
+  flask       the simplest alternative: Flask, one request at a time
+  litserve    LitServe with the same batch size and batch delay
+Each server target gets a closed-loop sweep (concurrency 1, 2, 4, 8, 16, 32 by default) with
+warm-up; the TorchServe steps also carry the server's own view of the same window (queue time,
+inference latency, average batch size). Output: a table, ratios, and JSON (--out).
+
+Usage: python -m scripts.bench [--targets torchserve,inprocess,flask,litserve] [--duration 10]
+       [--concurrency 1,2,4,8,16,32] [--out benchmarks/latest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from scripts.bench_load import StepResult, run_step
+from scripts.server import REPO, free_ports, launch
+
+DEFAULT_ARCHIVE = REPO / "model_store" / "face_detector-2.0.mar"
+BATCH_LINE = re.compile(r"batch of (\d+):")
+
+
+def sample_jpeg(width: int = 640, height: int = 480) -> bytes:
+    """A real photo (scikit-image's astronaut) resized to width x height, JPEG quality 90."""
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    image = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def scrape(metrics_url: str) -> dict[str, float]:
+    """Sum of every sample per metric name from the Prometheus endpoint."""
+    text = requests.get(f"{metrics_url}/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def server_view(before: dict, after: dict, log_slice: str) -> dict:
+    requests_done = after.get("ts_inference_requests_total", 0) - before.get("ts_inference_requests_total", 0)
+    batches = [int(n) for n in BATCH_LINE.findall(log_slice)]
+
+    def per_request_ms(name: str) -> float | None:
+        delta = after.get(name, 0) - before.get(name, 0)
+        return round(delta / requests_done / 1000.0, 2) if requests_done else None
+
+    return {
+        "requests": int(requests_done),
+        "queue_ms_avg": per_request_ms("ts_queue_latency_microseconds"),
+        "inference_ms_avg": per_request_ms("ts_inference_latency_microseconds"),
+        "batch_size_avg": round(float(np.mean(batches)), 2) if batches else None,
+        "batches": len(batches),
+    }
+
+
+def wait_port(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not come up in {timeout}s")
+
+
+def sweep(target, url, body, headers, levels, duration, warmup, on_step=None) -> list[dict]:
+    steps = []
+    for concurrency in levels:
+        context = on_step() if on_step else None
+        result: StepResult = run_step(target, url, body, headers, concurrency, duration, warmup)
+        summary = result.summary()
+        if context is not None:
+            summary["server"] = context()
+        if result.error_samples:
+            summary["error_samples"] = result.error_samples
+        print(format_row(summary), flush=True)
+        steps.append(summary)
+    return steps
+
+
+def bench_torchserve(archive: Path, body: bytes, levels, duration, warmup, run_dir: Path) -> list[dict]:
+    instance = launch(run_dir, model_store=str(archive.parent), load_models=archive.name)
+    try:
+        url = f"{instance.endpoints.inference}/predictions/face_detector"
+        headers = {
+            "Authorization": f"Bearer {instance.tokens.get('inference')}",
+            "Content-Type": "image/jpeg",
+        }
+
+        def on_step():
+            before, offset = scrape(instance.endpoints.metrics), len(instance.log())
+            return lambda: server_view(before, scrape(instance.endpoints.metrics), instance.log()[offset:])
+
+        return sweep("torchserve", url, body, headers, levels, duration, warmup, on_step)
+    finally:
+        instance.shutdown()
+
+
+def bench_subprocess_server(target, module, archive, body, levels, duration, warmup, run_dir) -> list[dict]:
+    port = free_ports(1)[0]
+    log = open(run_dir / f"{target}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--archive", str(archive), "--port", str(port)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_port(base + "/", proc=proc)
+        if target == "litserve":  # LitServe reads JSON bodies (see scripts/baselines/litserve_app.py)
+            payload = json.dumps({"image": base64.b64encode(body).decode()}).encode()
+            headers = {"Content-Type": "application/json"}
+        else:
+            payload, headers = body, {"Content-Type": "image/jpeg"}
+        return sweep(target, f"{base}/predict", payload, headers, levels, duration, warmup)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def bench_inprocess(
+    archive: Path, body: bytes, duration: float, warmup: float, batch_sizes=(1, 8)
+) -> list[dict]:
+    """The ceiling: the pipeline in a loop, no server, best of batch sizes 1 and 8."""
+    from scripts.inprocess import load_pipeline
+
+    pipeline = load_pipeline(archive)
+    steps = []
+    for batch in batch_sizes:
+        requests_ = [{"body": body}] * batch
+        stop = time.perf_counter() + warmup
+        while time.perf_counter() < stop:
+            pipeline.process(requests_)
+        latencies, start = [], time.perf_counter()
+        while time.perf_counter() - start < duration:
+            t0 = time.perf_counter()
+            pipeline.process(requests_)
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+        elapsed = time.perf_counter() - start
+        result = StepResult("inprocess", batch, elapsed, latencies_ms=latencies)
+        summary = result.summary()
+        summary["batch_size"] = batch
+        summary["throughput_rps"] = round(len(latencies) * batch / elapsed, 2)
+        summary["requests"] = len(latencies) * batch
+        print(format_row(summary), flush=True)
+        steps.append(summary)
+    return steps
+
+
+def format_row(step: dict) -> str:
+    lat = step["latency_ms"]
+    row = (
+        f"{step['target']:>10}  c={step['concurrency']:<3} {step['throughput_rps']:>8.2f} img/s  "
+        f"p50 {lat['p50']:>8.1f}  p90 {lat['p90']:>8.1f}  p99 {lat['p99']:>8.1f} ms  errors {step['errors']}"
+    )
+    server = step.get("server")
+    if server:
+        row += (
+            f"  | server: queue {server['queue_ms_avg']} ms, inference {server['inference_ms_avg']} ms,"
+            f" batch {server['batch_size_avg']}"
+        )
+    return row
+
+
+def best(steps: list[dict], target: str) -> dict | None:
+    own = [s for s in steps if s["target"] == target]
+    return max(own, key=lambda s: s["throughput_rps"]) if own else None
+
+
+def at(steps: list[dict], target: str, concurrency: int) -> dict | None:
+    return next((s for s in steps if s["target"] == target and s["concurrency"] == concurrency), None)
+
+
+def summarize(steps: list[dict], compare_at: int = 16) -> dict:
+    """Ratios against the deployment, and the issue's targets as booleans."""
+    ts_best, ceiling = best(steps, "torchserve"), best(steps, "inprocess")
+    summary: dict = {}
+    if ts_best and ceiling:
+        summary["served_best_vs_ceiling"] = round(ts_best["throughput_rps"] / ceiling["throughput_rps"], 3)
+    ts_at = at(steps, "torchserve", compare_at)
+    others = [s for s in (at(steps, "flask", compare_at), at(steps, "litserve", compare_at)) if s]
+    if ts_at and others:
+        rival = max(others, key=lambda s: s["throughput_rps"])
+        summary[f"c{compare_at}_throughput_vs_best_alternative"] = round(
+            ts_at["throughput_rps"] / rival["throughput_rps"], 3
+        )
+        summary[f"c{compare_at}_best_alternative"] = rival["target"]
+        for other in others:
+            summary[f"c{compare_at}_p99_vs_{other['target']}"] = round(
+                ts_at["latency_ms"]["p99"] / other["latency_ms"]["p99"], 3
+            )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
+    parser.add_argument("--image", type=Path, help="JPEG to send (default: 640x480 astronaut)")
+    parser.add_argument("--targets", default="torchserve,inprocess,flask,litserve")
+    parser.add_argument("--concurrency", default="1,2,4,8,16,32")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per step")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per step")
+    parser.add_argument("--out", type=Path, help="write the JSON report here")
+    args = parser.parse_args(argv)
+
+    body = args.image.read_bytes() if args.image else sample_jpeg()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    targets = args.targets.split(",")
+    steps: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        run_dir = Path(tmp)
+        for target in targets:
+            print(f"--- {target}", flush=True)
+            if target == "torchserve":
+                steps += bench_torchserve(
+                    args.archive, body, levels, args.duration, args.warmup, run_dir / "ts"
+                )
+            elif target == "inprocess":
+                steps += bench_inprocess(args.archive, body, args.duration, args.warmup)
+            elif target in ("flask", "litserve"):
+                module = f"scripts.baselines.{target}_app"
+                steps += bench_subprocess_server(
+                    target, module, args.archive, body, levels, args.duration, args.warmup, run_dir
+                )
+            else:
+                sys.exit(f"unknown target {target}; choose from torchserve, inprocess, flask, litserve")
+
+    report = {
+        "model": "face_detector",
+        "version": "2.0",
+        "image_bytes": len(body),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "cuda": torch.cuda.is_available(),
+        },  # fmt: skip
+        "duration_s": args.duration,
+        "steps": steps,
+        "summary": summarize(steps),
+    }
+    print(json.dumps(report["summary"], indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
