@@ -17,4 +17,9 @@ class RetinaFaceHandler(DetectionHandler):
     def build_detector(
         self, model_dir: Path, device: torch.device, section: dict[str, Any]
     ) -> RetinaFaceDetector:
-        return RetinaFaceDetector(model_dir / section.get("weights", WEIGHTS_FILE), device)
+        return RetinaFaceDetector(
+            model_dir / section.get("weights", WEIGHTS_FILE),
+            device,
+            fp16=bool(section.get("fp16", True)),
+            channels_last=bool(section.get("channels_last", False)),
+        )

@@ -40,8 +40,8 @@ class DecodeLimits:
         return limits
 
 
-def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """Bytes -> RGB uint8 array (H, W, 3) as a viewer sees it; InputError for anything unsafe."""
+def probe_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Parse the header only and apply every check that needs no pixels; InputError if unsafe."""
     if not data:
         raise InputError("empty request body: send image bytes (JPEG, PNG, BMP or WebP)")
     try:
@@ -78,6 +78,17 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarr
             status=413,
             reason=REASON_TOO_LARGE,
         )
+    return image
+
+
+def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Bytes -> RGB uint8 array (H, W, 3) as a viewer sees it; InputError for anything unsafe."""
+    return decode_probed(probe_image(data, limits))
+
+
+def decode_probed(image: Image.Image) -> np.ndarray:
+    """Decode the pixels of an image that passed :func:`probe_image`."""
+    fmt = image.format
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -87,7 +98,7 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarr
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - truncated/corrupt data raises OSError, ValueError, ...
-        raise InputError(f"cannot decode {image.format} image: {err}", reason=REASON_DECODE) from None
+        raise InputError(f"cannot decode {fmt} image: {err}", reason=REASON_DECODE) from None
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
 from handlers.errors import InputError
-from handlers.image_decode import DecodeLimits, decode_image
+from handlers.image_decode import DecodeLimits, decode_probed, probe_image
 from handlers.request_parsing import parse_request
 from handlers.schema import Detection, DetectionResult
 from handlers.settings import DetectorSettings
@@ -35,8 +37,10 @@ class Detector(ABC):
     """Model-family hooks. ``infer`` sees the whole batch and decides how to group it."""
 
     @abstractmethod
-    def preprocess(self, image: np.ndarray, settings: DetectorSettings) -> Any:
-        """RGB uint8 (H, W, 3) -> whatever ``infer`` consumes for this image."""
+    def preprocess(self, image: np.ndarray | torch.Tensor, settings: DetectorSettings) -> Any:
+        """RGB uint8 -> whatever ``infer`` consumes for this image. ``image`` is a numpy (H, W, 3)
+        array, or a (3, H, W) tensor already on the device when the pipeline decodes JPEGs with
+        torchvision (``tensor_decode_device``); a detector that cannot take tensors leaves that off."""
 
     @abstractmethod
     def infer(self, prepared: list[Any]) -> list[Any]:
@@ -60,10 +64,14 @@ class InternalError(InputError):
 @dataclass
 class _Item:
     settings: DetectorSettings | None = None
-    image: np.ndarray | None = None
+    payload: bytes = b""
+    probed: Image.Image | None = None  # header parsed and checked, pixels not decoded yet
+    image: np.ndarray | torch.Tensor | None = None
+    size: tuple[int, int] = (0, 0)  # width, height as a viewer sees the image
     prepared: Any = None
     outcome: DetectionResult | InputError | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    features: dict[str, float] | None = None  # input statistics, when the pipeline has a features hook
 
 
 @contextmanager
@@ -83,18 +91,31 @@ class DetectionPipeline:
         version: str,
         defaults: DetectorSettings = DetectorSettings(),
         limits: DecodeLimits = DecodeLimits(),
+        tensor_decode_device: torch.device | str | None = None,
+        features: Callable[[np.ndarray | torch.Tensor], dict[str, float]] | None = None,
     ) -> None:
         self.detector = detector
         self.model_name = model_name
         self.version = version
         self.defaults = defaults
         self.limits = limits
+        # When set, JPEGs are decoded as one batch by torchvision (nvJPEG on a CUDA device).
+        self.tensor_decode_device = tensor_decode_device
+        # Optional: decoded image -> input statistics, attached to the result (never to the response).
+        self.features = features
 
     def process(self, requests: list[dict[str, Any]]) -> list[DetectionResult | InputError]:
         """One outcome per request, same order: a result, or the error that belongs to it alone."""
         items = [_Item() for _ in requests]
         for item, request in zip(items, requests):
-            self._decode_and_prepare(item, request)
+            self._parse_and_probe(item, request)
+        if self.tensor_decode_device is not None:
+            self._decode_jpegs_as_tensors(
+                [i for i in items if i.outcome is None and i.probed.format == "JPEG"]
+            )
+        for item in items:
+            if item.outcome is None:
+                self._decode_and_prepare(item)
 
         ready = [item for item in items if item.outcome is None]
         if ready:
@@ -115,27 +136,65 @@ class DetectionPipeline:
             raise outcome
         return outcome
 
-    def _decode_and_prepare(self, item: _Item, request: dict[str, Any]) -> None:
+    def _parse_and_probe(self, item: _Item, request: dict[str, Any]) -> None:
         try:
             with _timed(item.timings, "decode"):
                 parsed = parse_request(request)
                 item.settings = self.defaults.with_overrides(parsed.overrides)
-                item.image = decode_image(parsed.image_bytes, self.limits)
+                item.payload = parsed.image_bytes
+                item.probed = probe_image(parsed.image_bytes, self.limits)
+        except InputError as err:
+            item.outcome = err
+        except Exception as err:  # noqa: BLE001 - one request's bug must not fail the batch
+            log.exception("request parsing failed")
+            item.outcome = InternalError(f"internal error while reading the request: {type(err).__name__}")
+
+    def _decode_jpegs_as_tensors(self, items: list[_Item]) -> None:
+        from handlers.tensor_decode import decode_jpegs
+
+        start = time.perf_counter()
+        outcomes = decode_jpegs([item.payload for item in items], self.tensor_decode_device)
+        batch_ms = (time.perf_counter() - start) * 1000.0
+        for item, outcome in zip(items, outcomes):
+            item.timings["decode"] = item.timings.get("decode", 0.0) + batch_ms
+            if isinstance(outcome, InputError):
+                item.outcome = outcome
+            else:
+                item.image = outcome
+                item.size = (int(outcome.shape[2]), int(outcome.shape[1]))
+
+    def _decode_and_prepare(self, item: _Item) -> None:
+        try:
+            if item.image is None:
+                with _timed(item.timings, "decode"):
+                    item.image = decode_probed(item.probed)
+                    item.size = (int(item.image.shape[1]), int(item.image.shape[0]))
+            item.probed = None  # release the parser and the pixels it holds
+            self._extract_features(item)
             with _timed(item.timings, "preprocess"):
                 item.prepared = self.detector.preprocess(item.image, item.settings)
+            item.image = None  # the prepared tensor is all that is needed from here on
         except InputError as err:
             item.outcome = err
         except Exception as err:  # noqa: BLE001 - one request's bug must not fail the batch
             log.exception("preprocess failed")
             item.outcome = InternalError(f"internal error while preparing the image: {type(err).__name__}")
 
+    def _extract_features(self, item: _Item) -> None:
+        if self.features is None:
+            return
+        try:
+            item.features = self.features(item.image)
+        except Exception:  # noqa: BLE001 - monitoring must never fail a request
+            log.exception("input feature extraction failed")
+
     def _postprocess(self, item: _Item, raw: Any) -> None:
         try:
             with _timed(item.timings, "postprocess"):
                 detections = self.detector.postprocess(raw, item.prepared, item.settings)
-            height, width = item.image.shape[:2]
+            width, height = item.size
             item.outcome = DetectionResult(
-                self.model_name, self.version, width, height, detections, item.timings
+                self.model_name, self.version, width, height, detections, item.timings, item.features
             )
         except Exception as err:  # noqa: BLE001
             log.exception("postprocess failed")

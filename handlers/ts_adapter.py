@@ -54,6 +54,11 @@ def configure_threads(section: dict[str, Any]) -> None:
         torch.set_num_threads(threads)
 
 
+def tensor_decode_device(device: torch.device, section: dict[str, Any]) -> torch.device | None:
+    """nvJPEG batch decoding when a GPU serves this worker and ``gpu_jpeg_decode`` allows it."""
+    return device if device.type == "cuda" and section.get("gpu_jpeg_decode", True) else None
+
+
 class DetectionHandler:
     """Base for the served models: subclasses only say how to build their Detector."""
 
@@ -79,6 +84,10 @@ class DetectionHandler:
             version=str(manifest.get("modelVersion", "")),
             defaults=defaults,
             limits=limits,
+            # nvJPEG batch decoding when a GPU serves this worker and the config allows it.
+            tensor_decode_device=device
+            if device.type == "cuda" and section.get("gpu_jpeg_decode", True)
+            else None,
         )
         log.info(
             "loaded %s %s on %s (pid %d), defaults %s",
