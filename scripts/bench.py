@@ -67,6 +67,7 @@ def server_view(before: dict, after: dict, log_slice: str) -> dict:
     batches = [int(n) for n in BATCH_LINE.findall(log_slice)]
 
     def per_request_ms(name: str) -> float | None:
+        name += "_total"  # the text parser names counter samples with the _total suffix
         delta = after.get(name, 0) - before.get(name, 0)
         return round(delta / requests_done / 1000.0, 2) if requests_done else None
 
@@ -156,9 +157,9 @@ def bench_inprocess(
     archive: Path, body: bytes, duration: float, warmup: float, batch_sizes=(1, 8)
 ) -> list[dict]:
     """The ceiling: the pipeline in a loop, no server, best of batch sizes 1 and 8."""
-    from scripts.inprocess import load_pipeline
+    from scripts.inprocess import ArchivedModel
 
-    pipeline = load_pipeline(archive)
+    pipeline = ArchivedModel(archive)
     steps = []
     for batch in batch_sizes:
         requests_ = [{"body": body}] * batch

@@ -11,11 +11,11 @@ import json
 from flask import Flask, Response, request
 
 from handlers.errors import InputError
-from scripts.inprocess import load_pipeline
+from scripts.inprocess import ArchivedModel
 
 
 def create_app(archive: str) -> Flask:
-    pipeline = load_pipeline(archive)
+    pipeline = ArchivedModel(archive)
     app = Flask(__name__)
 
     @app.post("/predict")

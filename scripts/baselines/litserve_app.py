@@ -14,7 +14,7 @@ import litserve as ls
 from fastapi import Response
 
 from handlers.errors import InputError
-from scripts.inprocess import load_pipeline
+from scripts.inprocess import ArchivedModel
 
 
 class DetectionAPI(ls.LitAPI):
@@ -23,7 +23,7 @@ class DetectionAPI(ls.LitAPI):
         self.archive = archive
 
     def setup(self, device: str) -> None:
-        self.pipeline = load_pipeline(self.archive)
+        self.pipeline = ArchivedModel(self.archive)
 
     def predict(self, bodies: list[dict]) -> list:
         return self.pipeline.process([{"body": body} for body in bodies])
