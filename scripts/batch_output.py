@@ -1,0 +1,369 @@
+"""Rows of a batch run, the journal that makes runs resumable, and the output writers.
+
+One :class:`Row` per input: a :class:`~handlers.schema.DetectionResult` or an :class:`ErrorInfo`.
+While a run goes, every finished row is appended to a *journal* (JSON lines, flushed per row, fsynced
+every few rows) next to the output; a killed run loses at most the row being written, and a torn last
+line is cut off when the journal is reopened. The output file itself is rendered from the journal
+only when every input has a row, into a temporary file that then replaces the output atomically:
+readers see the old output or the new one, never half of one.
+
+Output formats (``--format``, or from the output's suffix):
+    jsonl  one JSON object per input: Row.to_json()
+    csv    one line per input; the detections as a JSON array in one column
+    coco   COCO-style JSON: ``images`` (every input, with ``status`` and ``error``), ``categories``,
+           ``annotations`` (detections as COCO results: xywh ``bbox``, ``score``, ``keypoints``)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from handlers.schema import DetectionResult
+
+JOURNAL_FORMAT = 1
+SYNC_EVERY = 32  # rows between fsyncs of the journal
+CSV_COLUMNS = (
+    "path", "status", "model", "version", "width", "height", "detections_count", "max_score",
+    "detections", "error_status", "error_reason", "error_message", "file_mtime", "file_size",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why an input has no result. ``retryable`` errors (server trouble) are tried again on rerun;
+    the others (the input itself is bad: decode, unsupported_format, too_large) are final."""
+
+    status: int | None  # HTTP-style status (400, 413, 415, 500, ...); None when nothing answered
+    reason: str  # stable label: decode, unsupported_format, too_large, bad_request, internal,
+    # read_error, server_error, model_unavailable, timeout
+    message: str
+    retryable: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ErrorInfo:
+        return cls(obj.get("status"), obj["reason"], obj.get("message", ""), bool(obj.get("retryable")))
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str
+    mtime: float
+    size: int
+    result: DetectionResult | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": "ok" if self.ok else "error",
+            "file_mtime": self.mtime,
+            "file_size": self.size,
+            "result": self.result.to_json() if self.result is not None else None,
+            "error": self.error.to_json() if self.error is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Row:
+        result, error = obj.get("result"), obj.get("error")
+        return cls(
+            obj["path"],
+            float(obj["file_mtime"]),
+            int(obj["file_size"]),
+            DetectionResult.from_json(result) if result else None,
+            ErrorInfo.from_json(error) if error else None,
+        )
+
+
+@dataclass(frozen=True)
+class Done:
+    """What the journal knows about one finished input, without holding its row in memory."""
+
+    offset: int  # byte offset of the row's line in the journal
+    mtime: float
+    size: int
+    ok: bool
+    reason: str | None  # error reason when not ok
+    retryable: bool
+    detections: int
+
+    def settles(self, mtime: float, size: int) -> bool:
+        """True when this row stands for the file as it is now and need not be scored again."""
+        return self.mtime == mtime and self.size == size and not self.retryable
+
+
+class JournalMismatch(ValueError):
+    """The journal was written by a run with other settings (model, version)."""
+
+
+class Journal:
+    """Append-only JSON-lines record of finished rows; the last row for a path wins."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = {"journal": "batch_score", "format": JOURNAL_FORMAT, **header}
+        self.done: dict[str, Done] = {}
+        self._file: IO[bytes] | None = None
+        self._unsynced = 0
+
+    def open(self) -> dict[str, Done]:
+        """Read what earlier runs finished (cutting off a torn last line), then open for appending."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        good_end = 0
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                for offset, line in _lines_with_offsets(handle):
+                    try:
+                        obj = json.loads(line)
+                    except ValueError:
+                        break  # torn line of a killed run: everything after it is cut
+                    if offset == 0:
+                        self._check_header(obj)
+                    else:
+                        self._remember(offset, obj)
+                    good_end = offset + len(line)
+        self._file = open(self.path, "r+b" if good_end else "wb")  # noqa: SIM115 - closed in close()
+        self._file.truncate(good_end)
+        self._file.seek(good_end)
+        if good_end == 0:
+            self._write_line(self.header)
+        return self.done
+
+    def append(self, row: Row) -> None:
+        offset = self._file.tell()
+        obj = row.to_json()
+        self._write_line(obj)
+        self._remember(offset, obj)
+        self._unsynced += 1
+        if self._unsynced >= SYNC_EVERY:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._file is not None and self._unsynced:
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def rows(self, paths: list[str]) -> JournalRows:
+        """The journal's rows for ``paths`` in that order (each must be done); re-iterable."""
+        if self._file is not None:
+            self._file.flush()
+        return JournalRows(self.path, [self.done[path].offset for path in paths])
+
+    def _write_line(self, obj: dict[str, Any]) -> None:
+        self._file.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+        self._file.flush()  # in the OS page cache: survives a killed process
+
+    def _remember(self, offset: int, obj: dict[str, Any]) -> None:
+        error = obj.get("error") or {}
+        result = obj.get("result") or {}
+        self.done[obj["path"]] = Done(
+            offset,
+            float(obj["file_mtime"]),
+            int(obj["file_size"]),
+            obj.get("status") == "ok",
+            error.get("reason"),
+            bool(error.get("retryable")),
+            len(result.get("detections", [])),
+        )
+
+    def _check_header(self, obj: dict[str, Any]) -> None:
+        if obj.get("journal") != "batch_score":
+            raise JournalMismatch(f"{self.path} is not a batch_score journal; choose another --output")
+        for key in ("model", "version"):
+            if obj.get(key) != self.header.get(key):
+                raise JournalMismatch(
+                    f"{self.path} holds rows of {key} {obj.get(key)!r}, this run asks for "
+                    f"{self.header.get(key)!r}: write to another --output, or delete the journal "
+                    "to start over"
+                )
+
+
+class JournalRows:
+    """Rows read back from the journal on demand: memory holds offsets, not rows."""
+
+    def __init__(self, path: Path, offsets: list[int]) -> None:
+        self.path = path
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[Row]:
+        with open(self.path, "rb") as handle:
+            for offset in self.offsets:
+                handle.seek(offset)
+                yield Row.from_json(json.loads(handle.readline()))
+
+
+def _lines_with_offsets(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    for line in handle:
+        if not line.endswith(b"\n"):
+            return  # unterminated: the write was cut short
+        yield offset, line
+        offset += len(line)
+
+
+@contextmanager
+def atomic_write(path: Path, newline: str | None = None) -> Iterator[IO[str]]:
+    """Write ``path`` through a temporary sibling that replaces it only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, _file_mode(path))
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+
+
+def _file_mode(path: Path) -> int:
+    """Keep an existing output's permissions; a new one gets the usual 0o666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_jsonl(rows: Iterable[Row], out: IO[str]) -> None:
+    for row in rows:
+        out.write(json.dumps(row.to_json(), separators=(",", ":")) + "\n")
+
+
+def write_csv(rows: Iterable[Row], out: IO[str]) -> None:
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        line: dict[str, Any] = {"path": row.path, "file_mtime": row.mtime, "file_size": row.size}
+        if row.result is not None:
+            detections = [d.to_json() for d in row.result.detections]
+            line.update(
+                status="ok",
+                model=row.result.model,
+                version=row.result.version,
+                width=row.result.width,
+                height=row.result.height,
+                detections_count=len(detections),
+                max_score=max((d["score"] for d in detections), default=""),
+                detections=json.dumps(detections, separators=(",", ":")),
+            )
+        else:
+            line.update(
+                status="error",
+                error_status=row.error.status if row.error.status is not None else "",
+                error_reason=row.error.reason,
+                error_message=row.error.message,
+            )
+        writer.writerow(line)
+
+
+def write_coco(rows: Iterable[Row], out: IO[str]) -> None:
+    """COCO-style JSON, streamed. ``rows`` is iterated three times: pass a re-iterable."""
+    categories = coco_categories(rows)
+    out.write('{"info":{"description":"batch_score detections"},\n"categories":')
+    out.write(json.dumps([{"id": cid, "name": name} for name, cid in categories.items()]))
+    out.write(',\n"images":[')
+    for image_id, row in enumerate(rows, start=1):
+        image: dict[str, Any] = {"id": image_id, "file_name": row.path, "status": "ok" if row.ok else "error"}
+        if row.result is not None:
+            image.update(width=row.result.width, height=row.result.height)
+        else:
+            image["error"] = row.error.to_json()
+        out.write(("\n" if image_id == 1 else ",\n") + json.dumps(image, separators=(",", ":")))
+    out.write('],\n"annotations":[')
+    annotation_id = 0
+    for image_id, row in enumerate(rows, start=1):
+        for detection in row.result.detections if row.result is not None else ():
+            annotation_id += 1
+            x1, y1, x2, y2 = detection.box
+            w, h = round(x2 - x1, 2), round(y2 - y1, 2)
+            annotation: dict[str, Any] = {
+                "id": annotation_id,
+                "image_id": image_id,
+                "category_id": categories[detection.label],
+                "bbox": [round(x1, 2), round(y1, 2), w, h],
+                "area": round(w * h, 2),
+                "score": round(detection.score, 5),
+                "iscrowd": 0,
+            }
+            if detection.landmarks is not None:
+                annotation["keypoints"] = [
+                    v for x, y in detection.landmarks for v in (round(x, 2), round(y, 2), 2)
+                ]
+                annotation["num_keypoints"] = len(detection.landmarks)
+            out.write(("\n" if annotation_id == 1 else ",\n") + json.dumps(annotation, separators=(",", ":")))
+    out.write("]}\n")
+
+
+def coco_categories(rows: Iterable[Row]) -> dict[str, int]:
+    """label -> category id: the model's class_id + 1 where it has one, else by sorted label."""
+    from_class: dict[str, int] = {}
+    labels: set[str] = set()
+    for row in rows:
+        for detection in row.result.detections if row.result is not None else ():
+            labels.add(detection.label)
+            if detection.class_id is not None:
+                from_class[detection.label] = int(detection.class_id) + 1
+    if len(from_class) == len(labels):
+        return dict(sorted(from_class.items(), key=lambda item: item[1]))
+    return {label: i for i, label in enumerate(sorted(labels), start=1)}
+
+
+WRITERS: dict[str, Callable[[Iterable[Row], IO[str]], None]] = {
+    "jsonl": write_jsonl,
+    "csv": write_csv,
+    "coco": write_coco,
+}
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "coco"}
+
+
+def format_for(path: Path, explicit: str | None = None) -> str:
+    """The output format: ``explicit`` or the one the suffix implies; ValueError with the fix."""
+    if explicit:
+        if explicit not in WRITERS:
+            raise ValueError(f"--format must be one of {', '.join(WRITERS)}, got {explicit!r}")
+        return explicit
+    try:
+        return SUFFIX_FORMATS[Path(path).suffix.lower()]
+    except KeyError:
+        raise ValueError(
+            f"cannot tell the format of {path}: name it .jsonl, .csv or .json (COCO), or pass --format"
+        ) from None
