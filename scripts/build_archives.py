@@ -44,6 +44,14 @@ ARCHIVES = {
         config=REPO / "model_configs/face_detector-2.0.yaml",
         description="RetinaFace mobile0.25 face detector with 5 landmarks",
     ),
+    "face_detector-1.0": ArchiveSpec(
+        name="face_detector",
+        version="1.0",
+        handler=REPO / "handlers/mtcnn_handler.py",
+        weights=BUILD / "mtcnn.pt",
+        config=REPO / "model_configs/face_detector-1.0.yaml",
+        description="MTCNN (P-Net, R-Net, O-Net) face detector with 5 landmarks",
+    ),
 }
 
 
@@ -58,6 +66,15 @@ def ensure_weights(spec: ArchiveSpec) -> None:
         spec.weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(convert(find_onnx_bytes()), spec.weights)
         print(f"converted RetinaFace weights -> {spec.weights.relative_to(REPO)}")
+        return
+    if spec.weights.name == "mtcnn.pt":
+        import torch
+
+        from scripts.convert_mtcnn import convert, find_weight_files
+
+        spec.weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(convert(find_weight_files()), spec.weights)
+        print(f"collected MTCNN weights -> {spec.weights.relative_to(REPO)}")
         return
     sys.exit(f"weights for {spec.name} {spec.version} not found at {spec.weights}")
 

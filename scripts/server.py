@@ -191,6 +191,9 @@ def launch(
     wait until READY. ``model_store`` defaults to the repository's model_store/."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = free_ports(5)
+    # TorchServe reads a relative metrics_config from its cwd, the run dir here: anchor it at the repo.
+    metrics_config = read_properties(base_config).get("metrics_config")
+    anchored = {"metrics_config": str(REPO / metrics_config)} if metrics_config else {}
     settings = {
         "inference_address": f"http://127.0.0.1:{ports[0]}",
         "management_address": f"http://127.0.0.1:{ports[1]}",
@@ -198,6 +201,7 @@ def launch(
         "grpc_inference_port": str(ports[3]),
         "grpc_management_port": str(ports[4]),
         "model_store": str(REPO / "model_store"),
+        **anchored,
         **overrides,
     }
     config = render_config(base_config, run_dir / "config.properties", settings)
@@ -222,6 +226,8 @@ def print_endpoints(endpoints: Endpoints, tokens: TokenStore, models: list[str])
     print(f"management: {endpoints.management}/models")
     print(f"metrics:    {endpoints.metrics}/metrics")
     print(f"models:     {', '.join(models)}")
+    if "object_detector" not in models:  # archives are built from the user's own weights
+        print("objects:    no object_detector loaded; to add one see docs/object_detection.md")
     print(f"tokens:     {tokens.key_file} (inference key expires; scripts renew it)")
     print("try:")
     print(f"  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: image/jpeg' \\\n"

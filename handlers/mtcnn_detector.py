@@ -1,0 +1,74 @@
+"""MTCNN as a :class:`~handlers.pipeline.Detector`: shrink to ``inference_size``, the three-stage
+cascade over the whole batch (mixed sizes allowed), then per-request threshold and NMS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from handlers.mtcnn import MTCNN, Candidates, CascadeConfig, finalize
+from handlers.pipeline import Detector
+from handlers.schema import Detection
+from handlers.settings import DetectorSettings
+
+LABEL = "face"
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor  # (3, h, w) uint8 RGB, the image the cascade sees
+    scale: float  # network pixels per original pixel (<= 1)
+    width: int  # original size
+    height: int
+
+
+class MTCNNDetector(Detector):
+    def __init__(
+        self,
+        weights: Path | str,
+        device: torch.device | str = "cpu",
+        cascade: CascadeConfig = CascadeConfig(),
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = MTCNN(cascade)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state, strict=True)
+        self.model.to(self.device).eval()
+
+    def preprocess(self, image: np.ndarray, settings: DetectorSettings) -> PreparedImage:
+        height, width = image.shape[:2]
+        scale = min(1.0, settings.inference_size / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        tensor = torch.tensor(image).permute(2, 0, 1)  # (3, h, w), a copy: decoded arrays may be read-only
+        return PreparedImage(tensor, scale, width, height)
+
+    def infer(self, prepared: list[PreparedImage]) -> list[Candidates]:
+        return self.model([item.tensor.to(self.device, torch.float32) for item in prepared])
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def postprocess(
+        self, raw: Candidates, prepared: PreparedImage, settings: DetectorSettings
+    ) -> list[Detection]:
+        found = finalize(raw, settings.score_threshold, settings.nms_iou, settings.max_detections)
+        if not len(found.scores):
+            return []
+        # Back to original pixels, clipped to the image.
+        limits = torch.tensor([prepared.width, prepared.height], device=found.boxes.device)
+        boxes = (found.boxes / prepared.scale).reshape(-1, 2, 2).clamp(min=0)
+        boxes = torch.minimum(boxes, limits).reshape(-1, 4).cpu().numpy()
+        points = torch.minimum((found.landmarks / prepared.scale).clamp(min=0), limits).cpu().numpy()
+        scores = found.scores.cpu().numpy()
+        return [
+            Detection(LABEL, float(s), tuple(b.tolist()), [tuple(p) for p in pts.tolist()])
+            for s, b, pts in zip(scores, boxes, points)
+        ]
