@@ -264,6 +264,26 @@ def restore_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Pat
         print(f"warning: saved default versions / worker counts not re-applied: {err}", file=sys.stderr)
 
 
+OPTIONAL_ARCHIVES = "object_detector-*.mar"  # built from the user's own weights, when they exist
+
+
+def with_optional_archives(config: Path, run_dir: Path) -> Path:
+    """``config``, or a copy under .run/ whose load_models also lists the optional archives found
+    in the model store (e.g. an object detector built with `make object-detector`)."""
+    props = read_properties(config)
+    store = Path(props.get("model_store", "model_store"))
+    store = store if store.is_absolute() else run_dir / store
+    listed = [m.strip() for m in props.get("load_models", "").split(",") if m.strip()]
+    extra = sorted(p.name for p in store.glob(OPTIONAL_ARCHIVES) if p.name not in listed)
+    if not extra:
+        return config
+    (run_dir / ".run").mkdir(parents=True, exist_ok=True)
+    print(f"also loading {', '.join(extra)} found in {store}")
+    return render_config(
+        config, run_dir / ".run" / "serving.properties", {"load_models": ",".join(listed + extra)}
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Start or stop the TorchServe instance of this repo.")
     parser.add_argument("action", choices=["start", "stop", "status"])
@@ -272,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY")
     args = parser.parse_args(argv)
     run_dir = args.run_dir.resolve()
+    if args.action == "start":
+        args.config = with_optional_archives(args.config, run_dir)
     props = read_properties(args.config)
     endpoints = Endpoints.from_properties(props)
     tokens = TokenStore(run_dir / "key_file.json", endpoints)
