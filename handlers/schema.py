@@ -61,6 +61,8 @@ class DetectionResult:
     height: int
     detections: list[Detection]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Input statistics for monitoring (handlers/features.py); never serialized into a response.
+    features: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from handlers import metrics as handler_metrics
 from handlers.errors import InputError
+from handlers.features import input_features
 from handlers.image_decode import DecodeLimits
 from handlers.pipeline import DetectionPipeline, Detector
 from handlers.settings import SETTING_NAMES, settings_from_config
@@ -65,6 +67,7 @@ class DetectionHandler:
     def __init__(self) -> None:
         self.initialized = False
         self.pipeline: DetectionPipeline | None = None
+        self.metrics: handler_metrics.HandlerMetrics | None = None
 
     def build_detector(self, model_dir: Path, device: torch.device, section: dict[str, Any]) -> Detector:
         raise NotImplementedError
@@ -88,7 +91,14 @@ class DetectionHandler:
             tensor_decode_device=device
             if device.type == "cuda" and section.get("gpu_jpeg_decode", True)
             else None,
+            # Input statistics for monitoring (handlers/metrics.py); off with DETECTION_METRICS=off.
+            features=input_features if handler_metrics.enabled() else None,
         )
+        self.metrics = handler_metrics.HandlerMetrics.from_context(
+            context, self.pipeline.model_name, self.pipeline.version
+        )
+        if self.metrics is not None:
+            self.metrics.worker_started()
         log.info(
             "loaded %s %s on %s (pid %d), defaults %s",
             self.pipeline.model_name,
@@ -105,7 +115,8 @@ class DetectionHandler:
         ]
         responses = []
         rejected = 0
-        for idx, outcome in enumerate(self.pipeline.process(requests)):
+        outcomes = self.pipeline.process(requests)
+        for idx, outcome in enumerate(outcomes):
             if isinstance(outcome, InputError):
                 rejected += 1
                 context.set_response_status(outcome.status, outcome.message, idx)
@@ -114,4 +125,6 @@ class DetectionHandler:
             context.set_response_content_type(idx, "application/json")
         # One line per handle() call: shows how dynamic batching behaves under real traffic.
         log.info("batch of %d: %d ok, %d rejected", len(data), len(data) - rejected, rejected)
+        if self.metrics is not None:
+            self.metrics.record_batch(outcomes)
         return responses
