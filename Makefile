@@ -126,3 +126,10 @@ drift-profile: build
 	rm -rf .run/drift_reference
 	$(PY) -m scripts.drift_images reference .run/drift_reference --count 120 --seed 0
 	$(PY) -m scripts.drift_profile images .run/drift_reference --out monitoring/reference_profile.json
+
+# Soak (docs/reliability.md; not part of make test): 10 minutes at concurrency 8 on face_detector 2.0
+# with 100 malformed requests mixed in; fails on any failed good request or > 50 MB memory growth of
+# frontend + workers. Shorter: make soak ARGS="--duration 120". Report: build/soak.json.
+.PHONY: soak
+soak: java build
+	$(PY) -m scripts.soak --out build/soak.json $(ARGS)

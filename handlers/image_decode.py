@@ -78,7 +78,20 @@ def probe_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Ima
             status=413,
             reason=REASON_TOO_LARGE,
         )
+    if image.format == "PNG":  # after the size checks: an oversized file is refused unread
+        _verify_png_checksums(data)
     return image
+
+
+def _verify_png_checksums(data: bytes) -> None:
+    """Every PNG chunk carries a CRC: a damaged file (a flipped bit) is refused instead of decoded
+    into wrong pixels. PIL's verify() walks the chunks without decompressing anything."""
+    try:
+        Image.open(io.BytesIO(data)).verify()
+    except Exception as err:  # noqa: BLE001 - SyntaxError, OSError, struct.error on damaged chunks
+        raise InputError(
+            f"PNG data is damaged ({err}); send the original file", reason=REASON_DECODE
+        ) from None
 
 
 def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:

@@ -8,6 +8,12 @@ the client asks the management API for a new key with the API key and retries on
 
 Errors are typed and readable: ServerUnavailable (nothing listening / timed out), AuthError (no
 valid token), ModelNotReady (unknown model or no worker), RequestRejected (the handler's 4xx).
+
+Retry policy (inference only, off by default): ``DetectionClient(retries=N, backoff=B)`` repeats a
+request that failed with ServerUnavailable or HTTP 503 (queue full, no worker, server stopping) up
+to N more times, sleeping B, 2B, 4B, ... seconds in between; then the last error is raised (or the
+last 503 returned by ``detect_raw``) exactly as without retries. Detection requests are idempotent,
+so a repeat is safe. Nothing else is retried: 4xx, 500 ("Worker died.") and 507 surface at once.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,15 +95,20 @@ class TokenStore:
         self.key_file = Path(key_file or os.environ.get("TS_KEY_FILE", REPO / "key_file.json"))
         self.endpoints = endpoints
         self.timeout = timeout
+        # `torchserve --stop` deletes key_file.json before the frontend is gone: keep the last key
+        # read, so that a request racing a shutdown fails as ServerUnavailable, not as AuthError.
+        self._last: dict[str, str] = {}
 
     def get(self, kind: str) -> str | None:
         env_key = os.environ.get(f"TS_{kind.upper()}_KEY")
         if env_key:
             return env_key
         try:
-            return json.loads(self.key_file.read_text())[kind]["key"]
+            key = json.loads(self.key_file.read_text())[kind]["key"]
         except (FileNotFoundError, KeyError, ValueError):
-            return None
+            return self._last.get(kind)
+        self._last[kind] = key
+        return key
 
     def refresh(self, kind: str) -> str:
         """Ask TorchServe for a new ``kind`` key (it rewrites key_file.json) and return it."""
@@ -214,10 +226,18 @@ class DetectionClient:
         tokens: TokenStore | None = None,
         timeout: float = 30.0,
         session: requests.Session | None = None,
+        retries: int = 0,
+        backoff: float = 0.5,
     ) -> None:
+        if retries < 0 or backoff < 0:
+            raise ValueError(
+                f"retries and backoff must be >= 0 (got {retries}, {backoff}), e.g. retries=2, backoff=0.5"
+            )
         self.endpoints = endpoints or Endpoints.default()
         self.tokens = tokens or TokenStore(None, self.endpoints)
         self.api = _Api(self.endpoints.inference, "inference", self.tokens, timeout, session)
+        self.retries = retries  # extra attempts after ServerUnavailable or 503 (module docstring)
+        self.backoff = backoff  # seconds before the first retry, doubled for each further one
 
     def detect_raw(
         self, image: ImageInput, model: str = "face_detector", version: str | None = None, **settings: Any
@@ -227,7 +247,21 @@ class DetectionClient:
         headers = {"Content-Type": content_type}
         headers.update({"X-" + k.replace("_", "-"): str(v) for k, v in settings.items()})
         path = f"/predictions/{model}" + (f"/{version}" if version else "")
-        return self.api.request("POST", path, data=data, headers=headers)
+        return self._with_retries(lambda: self.api.request("POST", path, data=data, headers=headers))
+
+    def _with_retries(self, send: Any) -> requests.Response:
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = send()
+            except ServerUnavailable:
+                if last:
+                    raise
+            else:
+                if response.status_code != 503 or last:
+                    return response
+            time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def detect(
         self, image: ImageInput, model: str = "face_detector", version: str | None = None, **settings: Any
