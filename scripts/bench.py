@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.bench_load import StepResult, run_step
+from scripts.client import ManagementClient
 from scripts.server import REPO, free_ports, launch
 
 DEFAULT_ARCHIVE = REPO / "model_store" / "face_detector-2.0.mar"
@@ -108,9 +110,13 @@ def sweep(target, url, body, headers, levels, duration, warmup, on_step=None) ->
     return steps
 
 
-def bench_torchserve(archive: Path, body: bytes, levels, duration, warmup, run_dir: Path) -> list[dict]:
+def bench_torchserve(
+    archive: Path, body: bytes, levels, duration, warmup, run_dir: Path, workers: int | None = None
+) -> list[dict]:
     instance = launch(run_dir, model_store=str(archive.parent), load_models=archive.name)
     try:
+        if workers is not None:
+            ManagementClient(instance.endpoints, instance.tokens).scale("face_detector", workers, workers)
         url = f"{instance.endpoints.inference}/predictions/face_detector"
         headers = {
             "Authorization": f"Bearer {instance.tokens.get('inference')}",
@@ -134,6 +140,7 @@ def bench_subprocess_server(target, module, archive, body, levels, duration, war
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # LitServe forks inference workers: stop the whole group
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -145,12 +152,22 @@ def bench_subprocess_server(target, module, archive, body, levels, duration, war
             payload, headers = body, {"Content-Type": "image/jpeg"}
         return sweep(target, f"{base}/predict", payload, headers, levels, duration, warmup)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_group(proc)
         log.close()
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL what is left after 20 s."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            os.killpg(proc.pid, 0)  # children may outlive the leader
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            continue
 
 
 def bench_inprocess(

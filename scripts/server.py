@@ -65,6 +65,10 @@ def server_env(run_dir: Path) -> dict[str, str]:
     # The frontend names worker sockets after java.io.tmpdir (/tmp/.ts.sock.9000): give each
     # instance its own, or two instances on one machine steal each other's workers.
     env["JAVA_TOOL_OPTIONS"] = f"-Djava.io.tmpdir={run_dir / '.run'}"
+    # Workers inherit this environment. Fewer glibc malloc arenas and an eager trim keep a worker's
+    # RSS from ratcheting up with the image sizes it has seen (docs/reliability.md, soak).
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(16 * 1024 * 1024))
     (run_dir / ".run").mkdir(parents=True, exist_ok=True)
     return env
 

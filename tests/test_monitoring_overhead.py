@@ -1,6 +1,9 @@
-"""Cost of the handler metrics on latency: the same requests against two servers started alike, one
-with the metrics on (config.properties as shipped) and one with DETECTION_METRICS=off, interleaved
-request by request so that both see the same machine load."""
+"""The DETECTION_METRICS=off switch, and the cost of the handler metrics on latency: the same
+requests against two servers started alike, one with the metrics on (config.properties as shipped)
+and one with DETECTION_METRICS=off, interleaved request by request so that both see the same load.
+
+The latency figures are printed, not asserted (timings on a shared machine make flaky tests); the
+switch itself is asserted: the "off" server writes no feature log and exports no handler metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from pathlib import Path
 
 import cv2
 import pytest
+import requests
 
 from scripts.drift_images import encode_jpeg, generate
 from tests import images
 from tests.conftest import launch
 
-ROUNDS = 30
+ROUNDS = 10  # enough for the printed comparison; docs/monitoring.md has longer runs
 
 
 def test_metrics_overhead_on_latency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,6 +46,12 @@ def test_metrics_overhead_on_latency(tmp_path: Path, monkeypatch: pytest.MonkeyP
                     handler[name].append(sum(result.timings_ms.values()))
         assert not list((tmp_path / "off" / "logs" / "features").glob("*.jsonl"))
         assert list((tmp_path / "on" / "logs" / "features").glob("*.jsonl"))
+        exported = {
+            name: requests.get(f"{s.endpoints.metrics}/metrics", timeout=10).text
+            for name, s in servers.items()
+        }
+        assert "ts_handler_stage_latency_seconds_count" in exported["on"]
+        assert "ts_handler_stage_latency_seconds_count" not in exported["off"]
     finally:
         for server in servers.values():
             server.shutdown()
@@ -54,6 +64,3 @@ def test_metrics_overhead_on_latency(tmp_path: Path, monkeypatch: pytest.MonkeyP
         f"median paired difference {statistics.median(pairs):+.2f} ms over {len(pairs)} pairs; "
         f"handler stages median: on {med_handler['on']:.1f} ms, off {med_handler['off']:.1f} ms"
     )
-    # Generous bound: the machine is shared, the point is to catch a metrics path that costs as
-    # much as the model (the measured cost is in docs/monitoring.md).
-    assert med["on"] <= med["off"] * 1.25 + 10.0

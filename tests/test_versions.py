@@ -70,6 +70,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
         "grpc_inference_port": str(ports[3]),
         "grpc_management_port": str(ports[4]),
         "model_store": str(REPO / "model_store"),
+        "metrics_config": str(REPO / "monitoring" / "ts_metrics.yaml"),  # the run dir is the cwd
     })  # fmt: skip
     instance = Served(run_dir, config)
     instance.server("start")
