@@ -29,6 +29,7 @@ class ArchiveSpec:
     weights: Path  # state_dict produced by a converter script
     config: Path  # model-config.yaml
     description: str
+    extras: tuple[Path, ...] = ()  # more files for the archive root (e.g. an exported ONNX graph)
 
     @property
     def filename(self) -> str:
@@ -43,6 +44,7 @@ ARCHIVES = {
         weights=BUILD / "retinaface_mobile0.25.pt",
         config=REPO / "model_configs/face_detector-2.0.yaml",
         description="RetinaFace mobile0.25 face detector with 5 landmarks",
+        extras=(BUILD / "retinaface_mobile0.25.onnx",),
     ),
     "face_detector-1.0": ArchiveSpec(
         name="face_detector",
@@ -79,6 +81,20 @@ def ensure_weights(spec: ArchiveSpec) -> None:
     sys.exit(f"weights for {spec.name} {spec.version} not found at {spec.weights}")
 
 
+def ensure_extras(spec: ArchiveSpec) -> None:
+    for extra in spec.extras:
+        sources = (spec.weights, REPO / "handlers/retinaface.py")
+        if extra.name == "retinaface_mobile0.25.onnx" and (
+            not extra.exists() or extra.stat().st_mtime < max(p.stat().st_mtime for p in sources)
+        ):
+            from scripts.export_retinaface_onnx import export
+
+            extra.write_bytes(export(spec.weights))
+            print(f"exported {extra.relative_to(REPO)}")
+        if not extra.exists():
+            sys.exit(f"{extra} is missing for {spec.name} {spec.version}")
+
+
 def stage_package(stage: Path) -> None:
     """Copy the ``handlers`` package (python files only) where the archiver will pick it up."""
     target = stage / "handlers"
@@ -89,10 +105,13 @@ def stage_package(stage: Path) -> None:
 
 def build(spec: ArchiveSpec, store: Path) -> Path:
     ensure_weights(spec)
+    ensure_extras(spec)
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-") as tmp:
         stage, out = Path(tmp) / "stage", Path(tmp) / "out"
         stage_package(stage)
+        for extra in spec.extras:
+            shutil.copy2(extra, stage / extra.name)
         out.mkdir()
         cmd = [
             "torch-model-archiver",
@@ -120,9 +139,9 @@ def build(spec: ArchiveSpec, store: Path) -> Path:
 def is_stale(spec: ArchiveSpec, store: Path) -> bool:
     """True when the archive is missing or older than anything it packs."""
     target = store / spec.filename
-    if not target.exists() or not spec.weights.exists():
+    if not target.exists() or not spec.weights.exists() or not all(e.exists() for e in spec.extras):
         return True
-    inputs = [spec.handler, spec.config, spec.weights, *(REPO / "handlers").glob("*.py")]
+    inputs = [spec.handler, spec.config, spec.weights, *spec.extras, *(REPO / "handlers").glob("*.py")]
     return max(p.stat().st_mtime for p in inputs) > target.stat().st_mtime
 
 

@@ -121,16 +121,17 @@ def test_concurrent_mixed_sizes_batch_like_single_requests(server):
     client = server.client()
     singles = [client.detect(img).to_json()["detections"] for img in images]
 
-    # Occupy the single worker with a large image so that the 8 requests queue up and are
-    # handed over together as one batch (batchSize 8).
-    blocker = encode(cv2.resize(astronaut(), (2000, 2000)))
+    # Occupy every worker with a large image so that the 8 requests queue up and are handed over
+    # together as one batch (batchSize 8).
+    blocker = encode(cv2.resize(astronaut(), (2400, 2400)))
+    workers = len(server.management().describe("face_detector", "2.0")[0]["workers"])
     log_offset = len(server.log())
-    with ThreadPoolExecutor(max_workers=9) as pool:
-        busy = pool.submit(client.detect_raw, blocker, inference_size=2048)
+    with ThreadPoolExecutor(max_workers=8 + workers) as pool:
+        busy = [pool.submit(client.detect_raw, blocker, inference_size=2048) for _ in range(workers)]
         time.sleep(0.3)
         futures = [pool.submit(client.detect_raw, img) for img in images]
         responses = [f.result() for f in futures]
-        assert busy.result().status_code == 200
+        assert all(b.result().status_code == 200 for b in busy)
     assert all(r.status_code == 200 for r in responses)
     batch_sizes = [int(n) for n in re.findall(r"batch of (\d+):", server.log()[log_offset:])]
     assert max(batch_sizes) > 1, f"requests were not batched: {batch_sizes}"

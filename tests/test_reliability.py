@@ -42,10 +42,9 @@ FAST_REJECT_S = 2.0  # a refusal needs no inference; generous for 2 shared CPU c
 MEMORY_GROWTH_MB = 50.0
 
 
-def worker_pid(server, version: str = VERSION) -> int:
+def worker_pids(server, version: str = VERSION) -> list[int]:
     [described] = server.management().describe("face_detector", version)
-    [worker] = described["workers"]
-    return worker["pid"]
+    return sorted(worker["pid"] for worker in described["workers"])
 
 
 def save(image: Image.Image, fmt: str, **params) -> bytes:
@@ -140,15 +139,17 @@ def test_damaged_png_is_refused_even_when_it_would_decode():
 
 
 def test_hostile_input_leaves_the_worker_alive_and_small(server):
-    pid = worker_pid(server)
+    pids = worker_pids(server)
     assert server.client().detect(grace_hopper_bytes(), version=VERSION).detections
-    before = rss_mb(pid)
+    before = {pid: rss_mb(pid) for pid in pids}
     for _ in range(3):
         for case in sorted(HOSTILE):
             assert 400 <= post(server, *HOSTILE[case]()).status_code < 500, case
-    after = rss_mb(pid)
-    assert worker_pid(server) == pid, "the worker restarted"
-    assert after - before < MEMORY_GROWTH_MB, f"worker RSS {before:.0f} -> {after:.0f} MB"
+    after = {pid: rss_mb(pid) for pid in pids}
+    assert worker_pids(server) == pids, "a worker restarted"
+    for pid in pids:
+        growth = after[pid] - before[pid]
+        assert growth < MEMORY_GROWTH_MB, f"worker {pid} RSS {before[pid]:.0f} -> {after[pid]:.0f} MB"
     assert server.client().detect(grace_hopper_bytes(), version=VERSION).detections
 
 
@@ -248,21 +249,23 @@ BATCH_LINE = re.compile(r"batch of 4: 3 ok, 1 rejected")
 
 
 def test_one_bad_image_in_a_batch_of_four_fails_alone(server):
-    # A slow request keeps the single 2.0 worker busy while the four queue up, so that the worker
+    # Slow requests keep every 2.0 worker busy while the four queue up, so that the next free worker
     # takes them as one batch (batchSize 8).
     slow = encode(np.asarray(Image.fromarray(astronaut()).resize((2400, 2400))))
     good = [encode(astronaut()), grace_hopper_bytes(), encode(skdata.camera())]
+    workers = len(server.management().describe("face_detector", VERSION)[0]["workers"])
     batches_before = len(BATCH_LINE.findall(server.log()))
-    with ThreadPoolExecutor(5) as pool:
-        blocker = pool.submit(
-            server.client(timeout=120).detect_raw, slow, version=VERSION, inference_size=2048
-        )
+    with ThreadPoolExecutor(4 + workers) as pool:
+        blockers = [
+            pool.submit(server.client(timeout=120).detect_raw, slow, version=VERSION, inference_size=2048)
+            for _ in range(workers)
+        ]
         time.sleep(0.3)
         futures = [pool.submit(server.client().detect_raw, image, version=VERSION) for image in good]
         bad = pool.submit(server.client().detect_raw, grace_hopper_bytes()[:5000], version=VERSION)
         responses = [f.result() for f in futures]
         bad_response = bad.result()
-        assert blocker.result().status_code == 200
+        assert all(b.result().status_code == 200 for b in blockers)
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert bad_response.status_code == 400 and bad_response.json()["type"] == "decode"
     inference_ms = {r.json()["timings_ms"]["inference"] for r in responses}
@@ -296,7 +299,7 @@ def _abort_mid_request(server, index: int) -> None:
 
 
 def test_clients_aborting_mid_request_do_no_harm(server):
-    pid = worker_pid(server)
+    pids = worker_pids(server)
     frontend = server.process.pid
     stop = threading.Event()
     good: list[int] = []
@@ -315,7 +318,7 @@ def test_clients_aborting_mid_request_do_no_harm(server):
     steady.join()
     assert good and set(good) == {200}
     assert server.process.poll() is None and server.process.pid == frontend
-    assert worker_pid(server) == pid
+    assert worker_pids(server) == pids
     with ThreadPoolExecutor(4) as pool:
         statuses = list(
             pool.map(lambda _: post(server, grace_hopper_bytes(), "image/jpeg").status_code, range(8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -80,3 +82,36 @@ def test_wrong_graph_fails_with_key_names(onnx_bytes):
 )
 def test_module_key(node, key):
     assert module_key(node) == key
+
+
+def test_exported_graph_matches_module_at_other_sizes(model, tmp_path):
+    """The onnxruntime backend runs the graph exported from this module (dynamic batch and size)."""
+    from scripts.export_retinaface_onnx import export
+
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    session = ort.InferenceSession(export(weights), providers=["CPUExecutionProvider"])
+    x = np.concatenate([network_input(astronaut()[:352, :480])] * 3)  # (3, 3, 352, 480)
+    with torch.inference_mode():
+        ours = model(torch.from_numpy(x))
+    for mine, ref in zip(ours, session.run(None, {"input": x})):
+        assert float(np.abs(mine.numpy() - ref).max()) <= TOLERANCE
+
+
+def test_onnxruntime_and_eager_backends_detect_the_same(tmp_path):
+    from handlers.pipeline import DetectionPipeline
+    from handlers.retinaface_detector import RetinaFaceDetector
+    from scripts.export_retinaface_onnx import export
+    from tests.images import encode, grace_hopper_bytes
+
+    weights = Path(__file__).resolve().parent.parent / "build" / "retinaface_mobile0.25.pt"
+    onnx_path = tmp_path / "r.onnx"
+    onnx_path.write_bytes(export(weights))
+    eager = DetectionPipeline(RetinaFaceDetector(weights, channels_last=True), "f", "2.0")
+    onnx = DetectionPipeline(RetinaFaceDetector(weights, onnx=onnx_path), "f", "2.0")
+    assert onnx.detector.backend == "onnxruntime"
+    for body in (encode(astronaut()), grace_hopper_bytes()):
+        a, b = eager.detect_bytes(body, score_threshold=0.3), onnx.detect_bytes(body, score_threshold=0.3)
+        assert len(a.detections) == len(b.detections) >= 1
+        for x, y in zip(a.detections, b.detections):
+            assert np.allclose(x.box, y.box, atol=0.05) and abs(x.score - y.score) < 1e-4
