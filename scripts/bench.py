@@ -82,6 +82,27 @@ def server_view(before: dict, after: dict, log_slice: str) -> dict:
     }
 
 
+def process_cpu(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the Java frontend and of the Python workers under ``root_pid``."""
+    import psutil
+
+    totals = {"frontend": 0.0, "workers": 0.0}
+    try:
+        processes = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return totals
+    for proc in processes:
+        try:
+            name, times = " ".join(proc.cmdline()), proc.cpu_times()
+        except psutil.Error:
+            continue
+        if "model_service_worker" in name:
+            totals["workers"] += times.user + times.system
+        elif "java" in name:
+            totals["frontend"] += times.user + times.system
+    return totals
+
+
 def wait_port(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,7 +146,20 @@ def bench_torchserve(
 
         def on_step():
             before, offset = scrape(instance.endpoints.metrics), len(instance.log())
-            return lambda: server_view(before, scrape(instance.endpoints.metrics), instance.log()[offset:])
+            cpu_before, started = process_cpu(instance.process.pid), time.perf_counter()
+
+            def view() -> dict:
+                result = server_view(before, scrape(instance.endpoints.metrics), instance.log()[offset:])
+                wall = time.perf_counter() - started
+                cpu_after = process_cpu(instance.process.pid)
+                # Cores busy on average in the window, per role: where a 2-core machine's time goes.
+                result["cores_busy"] = {
+                    role: round((cpu_after.get(role, 0.0) - cpu_before.get(role, 0.0)) / wall, 2)
+                    for role in ("frontend", "workers")
+                }
+                return result
+
+            return view
 
         return sweep("torchserve", url, body, headers, levels, duration, warmup, on_step)
     finally:
@@ -170,30 +204,65 @@ def stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def bench_inprocess(
-    archive: Path, body: bytes, duration: float, warmup: float, batch_sizes=(1, 8)
-) -> list[dict]:
-    """The ceiling: the pipeline in a loop, no server, best of batch sizes 1 and 8."""
+def archive_workers(archive: Path) -> int:
+    """minWorkers from the archive's own model-config.yaml (what TorchServe starts)."""
+    import zipfile
+
+    import yaml
+
+    with zipfile.ZipFile(archive) as mar:
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+        config = yaml.safe_load(mar.read(manifest["model"]["configFile"])) or {}
+    return int(config.get("minWorkers", 1))
+
+
+def _inprocess_worker(archive, body, batch, warmup, duration, barrier, results) -> None:
+    """One process: the archive's pipeline (its own thread budget) in a closed loop."""
     from scripts.inprocess import ArchivedModel
 
-    pipeline = ArchivedModel(archive)
+    model = ArchivedModel(archive)
+    requests_ = [{"body": body}] * batch
+    stop = time.perf_counter() + warmup
+    while time.perf_counter() < stop:
+        model.process(requests_)
+    barrier.wait()  # all processes measure the same window
+    latencies, start = [], time.perf_counter()
+    while time.perf_counter() - start < duration:
+        t0 = time.perf_counter()
+        model.process(requests_)
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+    results.put((latencies, time.perf_counter() - start))
+
+
+def bench_inprocess(
+    archive: Path,
+    body: bytes,
+    duration: float,
+    warmup: float,
+    batch_sizes=(1, 8),
+    processes: int | None = None,
+) -> list[dict]:
+    """The ceiling: the pipeline in a closed loop, no server, in as many processes as TorchServe
+    runs workers (each with the archive's thread budget), best of batch sizes 1 and 8."""
+    import multiprocessing
+
+    processes = processes or archive_workers(archive)
+    context = multiprocessing.get_context("spawn")
     steps = []
     for batch in batch_sizes:
-        requests_ = [{"body": body}] * batch
-        stop = time.perf_counter() + warmup
-        while time.perf_counter() < stop:
-            pipeline.process(requests_)
-        latencies, start = [], time.perf_counter()
-        while time.perf_counter() - start < duration:
-            t0 = time.perf_counter()
-            pipeline.process(requests_)
-            latencies.append((time.perf_counter() - t0) * 1000.0)
-        elapsed = time.perf_counter() - start
-        result = StepResult("inprocess", batch, elapsed, latencies_ms=latencies)
-        summary = result.summary()
-        summary["batch_size"] = batch
+        barrier, results = context.Barrier(processes), context.Queue()
+        args = (str(archive), body, batch, warmup, duration, barrier, results)
+        procs = [context.Process(target=_inprocess_worker, args=args) for _ in range(processes)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=600) for _ in procs]
+        for proc in procs:
+            proc.join()
+        latencies = [ms for lat, _ in outcomes for ms in lat]
+        elapsed = max(seconds for _, seconds in outcomes)
+        summary = StepResult("inprocess", batch, elapsed, latencies_ms=latencies).summary()
+        summary.update(batch_size=batch, processes=processes, requests=len(latencies) * batch)
         summary["throughput_rps"] = round(len(latencies) * batch / elapsed, 2)
-        summary["requests"] = len(latencies) * batch
         print(format_row(summary), flush=True)
         steps.append(summary)
     return steps
@@ -209,7 +278,7 @@ def format_row(step: dict) -> str:
     if server:
         row += (
             f"  | server: queue {server['queue_ms_avg']} ms, inference {server['inference_ms_avg']} ms,"
-            f" batch {server['batch_size_avg']}"
+            f" batch {server['batch_size_avg']}, cores busy {server.get('cores_busy')}"
         )
     return row
 

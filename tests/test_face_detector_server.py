@@ -122,7 +122,7 @@ def test_concurrent_mixed_sizes_batch_like_single_requests(server):
     singles = [client.detect(img).to_json()["detections"] for img in images]
 
     # Occupy every worker with a large image so that the 8 requests queue up and are handed over
-    # together as one batch (batchSize 8).
+    # together in batches (batchSize 4).
     blocker = encode(cv2.resize(astronaut(), (2400, 2400)))
     workers = len(server.management().describe("face_detector", "2.0")[0]["workers"])
     log_offset = len(server.log())

@@ -250,7 +250,7 @@ BATCH_LINE = re.compile(r"batch of 4: 3 ok, 1 rejected")
 
 def test_one_bad_image_in_a_batch_of_four_fails_alone(server):
     # Slow requests keep every 2.0 worker busy while the four queue up, so that the next free worker
-    # takes them as one batch (batchSize 8).
+    # takes them as one batch (batchSize 4).
     slow = encode(np.asarray(Image.fromarray(astronaut()).resize((2400, 2400))))
     good = [encode(astronaut()), grace_hopper_bytes(), encode(skdata.camera())]
     workers = len(server.management().describe("face_detector", VERSION)[0]["workers"])
