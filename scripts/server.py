@@ -184,6 +184,24 @@ class Instance:
             self.process.kill()
 
 
+def isolated_settings(base_config: Path = DEFAULT_CONFIG) -> dict[str, str]:
+    """Overrides that let a copy of ``base_config`` run beside any other instance: free loopback
+    ports, and the repository's model store and metrics declaration as absolute paths (TorchServe
+    reads relative ones from its cwd, which is the copy's run dir)."""
+    ports = free_ports(5)
+    metrics_config = read_properties(base_config).get("metrics_config")
+    anchored = {"metrics_config": str(REPO / metrics_config)} if metrics_config else {}
+    return {
+        "inference_address": f"http://127.0.0.1:{ports[0]}",
+        "management_address": f"http://127.0.0.1:{ports[1]}",
+        "metrics_address": f"http://127.0.0.1:{ports[2]}",
+        "grpc_inference_port": str(ports[3]),
+        "grpc_management_port": str(ports[4]),
+        "model_store": str(REPO / "model_store"),
+        **anchored,
+    }
+
+
 def launch(
     run_dir: Path,
     base_config: Path = DEFAULT_CONFIG,
@@ -194,20 +212,7 @@ def launch(
     """Start TorchServe from ``base_config`` on free loopback ports with ``overrides`` applied and
     wait until READY. ``model_store`` defaults to the repository's model_store/."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(5)
-    # TorchServe reads a relative metrics_config from its cwd, the run dir here: anchor it at the repo.
-    metrics_config = read_properties(base_config).get("metrics_config")
-    anchored = {"metrics_config": str(REPO / metrics_config)} if metrics_config else {}
-    settings = {
-        "inference_address": f"http://127.0.0.1:{ports[0]}",
-        "management_address": f"http://127.0.0.1:{ports[1]}",
-        "metrics_address": f"http://127.0.0.1:{ports[2]}",
-        "grpc_inference_port": str(ports[3]),
-        "grpc_management_port": str(ports[4]),
-        "model_store": str(REPO / "model_store"),
-        **anchored,
-        **overrides,
-    }
+    settings = {**isolated_settings(base_config), **overrides}
     config = render_config(base_config, run_dir / "config.properties", settings)
     props = read_properties(config)
     endpoints = Endpoints.from_properties(props, env={})

@@ -21,8 +21,8 @@ from skimage import data as skdata
 from scripts.client import DetectionClient, Endpoints, TokenStore
 from scripts.manage import EXIT
 from scripts.manage import main as manage_main
-from scripts.server import read_properties, render_config
-from tests.conftest import REPO, ensure_archives, free_ports
+from scripts.server import isolated_settings, read_properties, render_config
+from tests.conftest import REPO, ensure_archives
 from tests.images import (
     ASTRONAUT_FACE,
     CAMERA_FACE,
@@ -62,16 +62,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     """config.properties as shipped (model API off) on free ports, started like `make serve`."""
     ensure_archives()
     run_dir = tmp_path_factory.mktemp("ts-versions")
-    ports = free_ports(5)
-    config = render_config(REPO / "config.properties", run_dir / "config.properties", {
-        "inference_address": f"http://127.0.0.1:{ports[0]}",
-        "management_address": f"http://127.0.0.1:{ports[1]}",
-        "metrics_address": f"http://127.0.0.1:{ports[2]}",
-        "grpc_inference_port": str(ports[3]),
-        "grpc_management_port": str(ports[4]),
-        "model_store": str(REPO / "model_store"),
-        "metrics_config": str(REPO / "monitoring" / "ts_metrics.yaml"),  # the run dir is the cwd
-    })  # fmt: skip
+    config = render_config(REPO / "config.properties", run_dir / "config.properties", isolated_settings())
     instance = Served(run_dir, config)
     instance.server("start")
     yield instance
@@ -202,11 +193,12 @@ def test_register_needs_the_model_api(served, capsys):
 def test_default_and_workers_survive_restart(served, capsys):
     assert manage(served, capsys, "set-default", MODEL, "1.0")[0] == 0
     assert manage(served, capsys, "scale", MODEL, "2", "--version", "1.0")[0] == 0
+    untouched = listing(served, capsys)["2.0"]["ready"]  # 2.0 keeps its archive's worker count
     served.server("stop")
     started = served.server("start")
     assert "restored: default face_detector -> 1.0" in started.stdout
     rows = listing(served, capsys)
-    assert rows["1.0"]["default"] and rows["1.0"]["ready"] == "2/2" and rows["2.0"]["ready"] == "1/1"
+    assert rows["1.0"]["default"] and rows["1.0"]["ready"] == "2/2" and rows["2.0"]["ready"] == untouched
     assert served.client().detect(encode(astronaut())).version == "1.0"
     # Rollback history survives too.
     assert manage(served, capsys, "rollback", MODEL)[0] == 0
