@@ -24,6 +24,7 @@ from handlers.object_detector import TorchvisionDetector
 from handlers.object_models import ObjectModelConfig
 from handlers.pipeline import DetectionPipeline
 from handlers.settings import settings_from_config
+from handlers.ts_adapter import configure_threads
 from scripts.build_object_detector import build_object_detector
 from tests.conftest import launch, shutdown
 from tests.images import astronaut, encode, grace_hopper, grace_hopper_bytes, png_claiming
@@ -69,6 +70,7 @@ def in_process(store: Path, name: str, tmp_path: Path) -> DetectionPipeline:
     with zipfile.ZipFile(store / f"{name}-1.0.mar") as archive:
         archive.extract("object_detector.pt", tmp_path)
         section = yaml.safe_load(archive.read("model-config.yaml"))["handler"]
+    configure_threads(section)  # the worker's thread count: results depend on it at the last bit
     detector = TorchvisionDetector(ObjectModelConfig.from_section(section), tmp_path / "object_detector.pt")
     return DetectionPipeline(detector, name, "1.0", settings_from_config(section))
 
