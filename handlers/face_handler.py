@@ -33,4 +33,5 @@ class RetinaFaceHandler(DetectionHandler):
             fp16=bool(section.get("fp16", True)),
             channels_last=bool(section.get("channels_last", True)),
             onnx=onnx if use_onnx else None,
+            onnx_memory_arena=bool(section.get("onnx_memory_arena", True)),
         )

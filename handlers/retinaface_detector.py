@@ -74,12 +74,14 @@ class OnnxRuntimeForward:
     """The exported graph of the same module on onnxruntime's CPU provider: (N, 3, H, W) float32
     in, (loc, conf, landmarks) tensors out, like ``RetinaFace.forward``."""
 
-    def __init__(self, onnx_path: Path | str, threads: int) -> None:
+    def __init__(self, onnx_path: Path | str, threads: int, memory_arena: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # the worker's budget, as for torch
         options.inter_op_num_threads = 1
+        # The arena keeps freed blocks for reuse (faster) but holds on to the largest batch seen.
+        options.enable_cpu_mem_arena = memory_arena
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -99,6 +101,7 @@ class RetinaFaceDetector(Detector):
         fp16: bool = False,
         channels_last: bool = False,
         onnx: Path | str | None = None,
+        onnx_memory_arena: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -111,7 +114,7 @@ class RetinaFaceDetector(Detector):
         self.backend = "eager"
         self.forward = self.model
         if onnx is not None and not self.cuda:
-            self.forward = OnnxRuntimeForward(onnx, torch.get_num_threads())
+            self.forward = OnnxRuntimeForward(onnx, torch.get_num_threads(), onnx_memory_arena)
             self.backend = "onnxruntime"
             self.memory_format = torch.contiguous_format
         self._mean = torch.tensor(MEAN_BGR, device=self.device).view(3, 1, 1)
