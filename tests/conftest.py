@@ -28,8 +28,12 @@ class Server(server_lib.Instance):
     def management(self) -> ManagementClient:
         return ManagementClient(self.endpoints, self.tokens)
 
-    def worker_pids(self, model: str = "face_detector") -> list[int]:
-        return sorted(w["pid"] for v in self.management().versions(model) for w in v["workers"])
+    def worker_pids(self, model: str = "face_detector", version: str | None = None) -> list[int]:
+        """Worker pids of every version of ``model``, or of one ``version``."""
+        described = (
+            self.management().describe(model, version) if version else self.management().versions(model)
+        )
+        return sorted(w["pid"] for v in described for w in v["workers"])
 
 
 def ensure_archives() -> None:

@@ -16,14 +16,15 @@ from skimage import data as skdata
 from scripts.client import RequestRejected
 from tests.images import (
     ASTRONAUT_FACE,
+    BAD_INPUTS,
     CAMERA_FACE,
     GRACE_HOPPER_FACE,
+    TRUNCATED_JPEG,
     astronaut,
     encode,
     grace_hopper,
     grace_hopper_bytes,
     iou,
-    png_claiming,
 )
 
 FAST_REJECT_S = 2.0
@@ -140,17 +141,6 @@ def test_concurrent_mixed_sizes_batch_like_single_requests(server):
         assert len(batched) == len(single) >= 1
         for a, b in zip(batched, single):
             assert np.allclose(a["box"], b["box"], atol=0.05) and abs(a["score"] - b["score"]) < 1e-3
-
-
-TRUNCATED_JPEG = encode(astronaut())[:5000]
-BAD_INPUTS = {
-    "empty body": (b"", 400, "empty request body"),
-    "non-image bytes": (b"this is plainly not an image" * 10, 415, "not a recognised image"),
-    "truncated jpeg": (TRUNCATED_JPEG, 400, "cannot decode JPEG"),
-    "png claiming 30000x30000": (png_claiming(30000, 30000), 413, "900000000 pixels"),
-    "png claiming 12000x9000": (png_claiming(12000, 9000), 413, "12000x9000"),
-    "gif": (encode(np.zeros((8, 8, 3), np.uint8), "GIF"), 415, "GIF is not accepted"),
-}
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))

@@ -27,7 +27,14 @@ from handlers.settings import settings_from_config
 from handlers.ts_adapter import configure_threads
 from scripts.build_object_detector import build_object_detector
 from tests.conftest import launch, shutdown
-from tests.images import astronaut, encode, grace_hopper, grace_hopper_bytes, png_claiming
+from tests.images import (
+    BAD_INPUTS,
+    TRUNCATED_JPEG,
+    astronaut,
+    encode,
+    grace_hopper,
+    grace_hopper_bytes,
+)
 from tests.object_weights import save_seeded_weights
 
 SSD, FRCNN, LABELLED = "object_ssdlite", "object_frcnn", "object_labelled"
@@ -156,16 +163,6 @@ def test_mixed_sizes_in_one_batch_equal_single_requests(served, tmp_path):
     # order (~1e-5 px), which can move a coordinate across the JSON's 0.01 px rounding step.
     for single, response in zip(singles, responses):
         assert_same(response.json()["detections"], single, box_atol=0.011)
-
-
-TRUNCATED_JPEG = encode(astronaut())[:5000]
-BAD_INPUTS = {
-    "empty body": (b"", 400, "empty request body"),
-    "non-image bytes": (b"this is plainly not an image" * 10, 415, "not a recognised image"),
-    "truncated jpeg": (TRUNCATED_JPEG, 400, "cannot decode JPEG"),
-    "png claiming 30000x30000": (png_claiming(30000, 30000), 413, "900000000 pixels"),
-    "gif": (encode(np.zeros((8, 8, 3), np.uint8), "GIF"), 415, "GIF is not accepted"),
-}
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))

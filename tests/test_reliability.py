@@ -42,11 +42,6 @@ FAST_REJECT_S = 2.0  # a refusal needs no inference; generous for 2 shared CPU c
 MEMORY_GROWTH_MB = 50.0
 
 
-def worker_pids(server, version: str = VERSION) -> list[int]:
-    [described] = server.management().describe("face_detector", version)
-    return sorted(worker["pid"] for worker in described["workers"])
-
-
 def save(image: Image.Image, fmt: str, **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
@@ -139,14 +134,14 @@ def test_damaged_png_is_refused_even_when_it_would_decode():
 
 
 def test_hostile_input_leaves_the_worker_alive_and_small(server):
-    pids = worker_pids(server)
+    pids = server.worker_pids("face_detector", VERSION)
     assert server.client().detect(grace_hopper_bytes(), version=VERSION).detections
     before = {pid: rss_mb(pid) for pid in pids}
     for _ in range(3):
         for case in sorted(HOSTILE):
             assert 400 <= post(server, *HOSTILE[case]()).status_code < 500, case
     after = {pid: rss_mb(pid) for pid in pids}
-    assert worker_pids(server) == pids, "a worker restarted"
+    assert server.worker_pids("face_detector", VERSION) == pids, "a worker restarted"
     for pid in pids:
         growth = after[pid] - before[pid]
         assert growth < MEMORY_GROWTH_MB, f"worker {pid} RSS {before[pid]:.0f} -> {after[pid]:.0f} MB"
@@ -303,7 +298,7 @@ def _abort_mid_request(server, index: int) -> None:
 
 
 def test_clients_aborting_mid_request_do_no_harm(server):
-    pids = worker_pids(server)
+    pids = server.worker_pids("face_detector", VERSION)
     frontend = server.process.pid
     stop = threading.Event()
     good: list[int] = []
@@ -322,7 +317,7 @@ def test_clients_aborting_mid_request_do_no_harm(server):
     steady.join()
     assert good and set(good) == {200}
     assert server.process.poll() is None and server.process.pid == frontend
-    assert worker_pids(server) == pids
+    assert server.worker_pids("face_detector", VERSION) == pids
     with ThreadPoolExecutor(4) as pool:
         statuses = list(
             pool.map(lambda _: post(server, grace_hopper_bytes(), "image/jpeg").status_code, range(8))
