@@ -144,7 +144,7 @@ class DetectionPipeline:
                 item.payload = parsed.image_bytes
                 item.probed = probe_image(parsed.image_bytes, self.limits)
         except InputError as err:
-            item.outcome = err
+            item.outcome = err.detached()
         except Exception as err:  # noqa: BLE001 - one request's bug must not fail the batch
             log.exception("request parsing failed")
             item.outcome = InternalError(f"internal error while reading the request: {type(err).__name__}")
@@ -175,7 +175,7 @@ class DetectionPipeline:
                 item.prepared = self.detector.preprocess(item.image, item.settings)
             item.image = None  # the prepared tensor is all that is needed from here on
         except InputError as err:
-            item.outcome = err
+            item.outcome = err.detached()
         except Exception as err:  # noqa: BLE001 - one request's bug must not fail the batch
             log.exception("preprocess failed")
             item.outcome = InternalError(f"internal error while preparing the image: {type(err).__name__}")
