@@ -4,6 +4,10 @@ Growth of a series of samples (MB, taken at a steady rate after warm-up) is
     max(second half) - trimmed mean(all samples, 10 % cut at each end)
 A flat series gives about its noise; a leak of L MB over the run gives about L/2; a one-off spike
 in the first half is trimmed away. The check passes when growth <= limit (50 MB by default).
+
+With the sample times, the report also gives the trend: the Theil-Sen slope of the series in MB per
+10 minutes (the median of all pairwise slopes, so a few spikes do not tilt it). It is information
+for whoever reads the report (a slow creep that a short run cannot fail on), not part of the check.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
+from scipy import stats
 
 DEFAULT_LIMIT_MB = 50.0
 TRIM = 0.1  # fraction cut at each end before the mean
@@ -34,6 +39,7 @@ class GrowthCheck:
     second_half_max_mb: float
     growth_mb: float
     limit_mb: float
+    trend_mb_per_10min: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -47,11 +53,19 @@ class GrowthCheck:
             "growth_mb": round(self.growth_mb, 1),
             "limit_mb": self.limit_mb,
             "passed": self.passed,
+            "trend_mb_per_10min": _rounded(self.trend_mb_per_10min),
         }
 
 
-def check_growth(samples_mb: Sequence[float], limit_mb: float = DEFAULT_LIMIT_MB) -> GrowthCheck:
-    """Second-half max minus trimmed mean of ``samples_mb``; ValueError on too few samples."""
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def check_growth(
+    samples_mb: Sequence[float], limit_mb: float = DEFAULT_LIMIT_MB, times_s: Sequence[float] | None = None
+) -> GrowthCheck:
+    """Second-half max minus trimmed mean of ``samples_mb``; ValueError on too few samples.
+    ``times_s`` (seconds, one per sample) adds the trend to the report."""
     if len(samples_mb) < MIN_SAMPLES:
         raise ValueError(
             f"need at least {MIN_SAMPLES} memory samples, got {len(samples_mb)}: sample more often"
@@ -59,7 +73,16 @@ def check_growth(samples_mb: Sequence[float], limit_mb: float = DEFAULT_LIMIT_MB
     second_half = samples_mb[len(samples_mb) // 2 :]
     mean = trimmed_mean(samples_mb)
     peak = float(max(second_half))
-    return GrowthCheck(len(samples_mb), mean, peak, peak - mean, limit_mb)
+    trend = None if times_s is None else trend_mb_per_10min(samples_mb, times_s)
+    return GrowthCheck(len(samples_mb), mean, peak, peak - mean, limit_mb, trend)
+
+
+def trend_mb_per_10min(samples_mb: Sequence[float], times_s: Sequence[float]) -> float:
+    """Theil-Sen slope of memory over time, MB per 10 minutes."""
+    if len(samples_mb) != len(times_s):
+        raise ValueError(f"{len(samples_mb)} samples but {len(times_s)} sample times")
+    slope_mb_per_s = stats.theilslopes(samples_mb, times_s).slope
+    return float(slope_mb_per_s) * 600.0
 
 
 def tree_rss_mb(pid: int) -> float:

@@ -93,7 +93,10 @@ class SoakReport:
     latencies_ms: list[float] = field(default_factory=list)
     memory_samples_mb: list[float] = field(default_factory=list)
     frontend_samples_mb: list[float] = field(default_factory=list)
+    sample_times_s: list[float] = field(default_factory=list)
     memory: GrowthCheck | None = None
+    frontend: GrowthCheck | None = None  # the same check on the frontend (java) alone
+    workers: GrowthCheck | None = None  # and on the workers alone
 
     @property
     def passed(self) -> bool:
@@ -116,10 +119,20 @@ class SoakReport:
             "memory_mb_first_last": _first_last(self.memory_samples_mb),
             # Where growth happens: the frontend (java) alone, and everything else (the workers).
             "frontend_mb_first_last": _first_last(self.frontend_samples_mb),
-            "workers_mb_first_last": _first_last(
-                [t - f for t, f in zip(self.memory_samples_mb, self.frontend_samples_mb)]
-            ),
+            "workers_mb_first_last": _first_last(self.worker_samples_mb),
+            "frontend_memory": self.frontend.to_json() if self.frontend else None,
+            "workers_memory": self.workers.to_json() if self.workers else None,
+            # The series themselves, to plot or to look for a slow creep by eye.
+            "memory_series": {
+                "t_s": [round(t, 1) for t in self.sample_times_s],
+                "total_mb": [round(v, 1) for v in self.memory_samples_mb],
+                "frontend_mb": [round(v, 1) for v in self.frontend_samples_mb],
+            },
         }
+
+    @property
+    def worker_samples_mb(self) -> list[float]:
+        return [t - f for t, f in zip(self.memory_samples_mb, self.frontend_samples_mb)]
 
 
 def _first_last(values: list[float]) -> list[float]:
@@ -213,7 +226,12 @@ async def _soak(
         report.duration_s = time.monotonic() - started
     report.memory_samples_mb = sampler.samples_mb
     report.frontend_samples_mb = sampler.root_samples_mb
-    report.memory = check_growth(sampler.samples_mb, limit_mb) if len(sampler.samples_mb) >= 4 else None
+    report.sample_times_s = sampler.times_s
+    if len(sampler.samples_mb) >= 4:
+        times = sampler.times_s
+        report.memory = check_growth(sampler.samples_mb, limit_mb, times)
+        report.frontend = check_growth(report.frontend_samples_mb, limit_mb, times)
+        report.workers = check_growth(report.worker_samples_mb, limit_mb, times)
     return report
 
 

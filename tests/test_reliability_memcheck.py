@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from scripts.client import ClientError, DetectionClient, Endpoints, ServerUnavailable, TokenStore
-from scripts.memcheck import check_growth, tree_rss_mb, trimmed_mean
+from scripts.memcheck import check_growth, tree_rss_mb, trend_mb_per_10min, trimmed_mean
 
 RNG = np.random.default_rng(17)
 BASE = 3000.0  # MB, about a frontend plus two workers
@@ -41,6 +41,22 @@ def test_growth_is_second_half_max_minus_trimmed_mean():
     assert check.trimmed_mean_mb == pytest.approx(trimmed_mean(samples)) == pytest.approx(101.25)
     assert check.second_half_max_mb == 130.0 and check.growth_mb == pytest.approx(28.75)
     assert not check.passed and check.to_json()["passed"] is False
+
+
+def test_trend_is_reported_per_10_minutes_and_ignores_spikes():
+    times = np.arange(120) * 5.0  # a sample every 5 s for 10 minutes
+    leak = noisy(120, noise_mb=2.0) + np.linspace(0, 150, 120)
+    leak[[30, 70, 100]] += 400  # three spikes do not tilt a median of slopes
+    assert trend_mb_per_10min(leak, times) == pytest.approx(150, abs=10)
+    assert abs(trend_mb_per_10min(noisy(120, noise_mb=2.0), times)) < 5
+    check = check_growth(list(leak), times_s=list(times))
+    assert check.to_json()["trend_mb_per_10min"] == pytest.approx(150, abs=10)
+    assert check_growth(list(leak)).to_json()["trend_mb_per_10min"] is None
+
+
+def test_trend_needs_one_time_per_sample():
+    with pytest.raises(ValueError, match="5 samples but 4 sample times"):
+        trend_mb_per_10min([1.0] * 5, [0.0, 1.0, 2.0, 3.0])
 
 
 def test_trimmed_mean_cuts_both_ends():
