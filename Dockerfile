@@ -96,6 +96,8 @@ COPY --from=archives /src/conf/ /opt/model-server/
 COPY --from=archives /src/model-store/ /opt/model-server/model-store/
 COPY handlers /opt/model-server/handlers
 COPY scripts /opt/model-server/scripts
+# The glibc malloc settings are those scripts/server.py gives every instance it starts (what the
+# soak measured): fewer arenas and an eager trim in the workers.
 # No PYTHONPATH: TorchServe workers inherit the environment and must import the handlers packed
 # in each archive, never /opt/model-server/handlers; the health check sets it for itself.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -103,6 +105,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LOG_LOCATION=/home/model-server/logs \
     METRICS_LOCATION=/home/model-server/logs \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_TRIM_THRESHOLD_=16777216 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # TorchServe writes key_file.json (mode 0600) and logs/ into its working directory.
