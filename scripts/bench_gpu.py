@@ -20,8 +20,9 @@ import torch
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
 from scripts.bench import sample_jpeg
+from scripts.build_archives import ARCHIVES
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "build" / "retinaface_mobile0.25.pt"
+WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 
 
 def measure(pipeline: DetectionPipeline, body: bytes, batch: int, seconds: float) -> dict:

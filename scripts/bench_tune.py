@@ -28,8 +28,9 @@ from PIL import Image
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.settings import DetectorSettings
 from scripts.bench import DEFAULT_ARCHIVE, bench_torchserve, sample_jpeg
+from scripts.build_archives import ARCHIVES
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "build" / "retinaface_mobile0.25.pt"
+WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:

@@ -6,6 +6,7 @@ Instances come from :func:`scripts.server.launch`, the same launcher the benchma
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,17 @@ class Server(server_lib.Instance):
 def ensure_archives() -> None:
     """Build the default archives when missing or older than the code and configs they pack."""
     subprocess.run([sys.executable, "-m", "scripts.build_archives"], cwd=REPO, check=True)
+
+
+def store_with(folder: Path, *archive_keys: str) -> Path:
+    """A fresh model store at ``folder`` holding copies of the named default archives (built if needed)."""
+    from scripts.build_archives import ARCHIVES
+
+    ensure_archives()
+    folder.mkdir(parents=True)
+    for key in archive_keys:
+        shutil.copy2(MODEL_STORE / ARCHIVES[key].filename, folder)
+    return folder
 
 
 def launch(run_dir: Path, **overrides: str) -> Server:

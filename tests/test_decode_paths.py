@@ -6,8 +6,6 @@ On CPU the same code runs with libjpeg, so the tensor path is covered on every m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import pytest
 import torch
@@ -16,9 +14,10 @@ from handlers.errors import InputError
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.tensor_decode import decode_jpegs
+from scripts.build_archives import ARCHIVES
 from tests.images import ASTRONAUT_FACE, astronaut, encode, grace_hopper_bytes, iou
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "build" / "retinaface_mobile0.25.pt"
+WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

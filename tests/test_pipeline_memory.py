@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import types
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +19,10 @@ import torch
 from handlers.errors import InputError
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
+from scripts.build_archives import ARCHIVES
 from tests.images import BAD_INPUTS, astronaut, encode
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "build" / "retinaface_mobile0.25.pt"
+WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from handlers.retinaface import RetinaFace
+from scripts.build_archives import ARCHIVES
 from scripts.convert_retinaface import convert, find_onnx_bytes, module_key
 from tests.images import astronaut, grace_hopper
 
@@ -104,7 +103,7 @@ def test_onnxruntime_and_eager_backends_detect_the_same(tmp_path):
     from scripts.export_retinaface_onnx import export
     from tests.images import encode, grace_hopper_bytes
 
-    weights = Path(__file__).resolve().parent.parent / "build" / "retinaface_mobile0.25.pt"
+    weights = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
     onnx_path = tmp_path / "r.onnx"
     onnx_path.write_bytes(export(weights))
     eager = DetectionPipeline(RetinaFaceDetector(weights, channels_last=True), "f", "2.0")

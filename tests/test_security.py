@@ -26,7 +26,7 @@ import requests
 from scripts.build_archives import ARCHIVES
 from scripts.client import DetectionClient, ManagementClient
 from scripts.server import read_properties
-from tests.conftest import MODEL_STORE, REPO, ensure_archives, launch, shutdown
+from tests.conftest import MODEL_STORE, REPO, launch, shutdown, store_with
 from tests.images import astronaut, encode, grace_hopper_bytes
 
 PREDICT_20 = "/predictions/face_detector/2.0"
@@ -341,11 +341,8 @@ def test_body_just_under_the_limit_is_served(server):
 
 @pytest.fixture(scope="module")
 def admin(tmp_path_factory: pytest.TempPathFactory):
-    ensure_archives()
     root = tmp_path_factory.mktemp("ts-security")
-    store = root / "store"
-    store.mkdir()
-    shutil.copy2(MODEL_STORE / ARCHIVES["face_detector-2.0"].filename, store)
+    store = store_with(root / "store", "face_detector-2.0")
     build_escaping_archive(store / "escape-1.0.mar", root / "escape-target")
     instance = launch(
         root / "run",

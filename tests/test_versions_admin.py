@@ -5,7 +5,6 @@ a score threshold no face can pass) which promote must refuse."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from skimage import data as skdata
 from scripts.build_archives import ARCHIVES, ArchiveSpec, build
 from scripts.manage import EXIT
 from scripts.manage import main as manage_main
-from tests.conftest import MODEL_STORE, ensure_archives, launch, shutdown
+from tests.conftest import launch, shutdown, store_with
 from tests.images import astronaut, encode, grace_hopper_bytes
 
 MODEL = "face_detector"
@@ -35,12 +34,8 @@ def write_images(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def admin(tmp_path_factory: pytest.TempPathFactory):
-    ensure_archives()
     root = tmp_path_factory.mktemp("ts-admin")
-    store = root / "store"
-    store.mkdir()
-    for key in ("face_detector-1.0", "face_detector-2.0"):
-        shutil.copy2(MODEL_STORE / ARCHIVES[key].filename, store)
+    store = store_with(root / "store", "face_detector-1.0", "face_detector-2.0")
     base = ARCHIVES["face_detector-1.0"]
     config = root / "face_detector-3.0.yaml"
     config.write_text(base.config.read_text().replace("score_threshold: 0.7", "score_threshold: 1.0", 1))
