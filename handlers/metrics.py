@@ -16,7 +16,7 @@ thousands.
 
 The feature log (one JSON line per successful request, one file per worker under
 ``$DETECTION_FEATURE_LOG``, else ``$LOG_LOCATION/features``, else none) keeps the exact values that the fixed
-buckets cannot: scripts/drift.py reads it for PSI and KS tests.
+buckets cannot: scripts/drift/cli.py reads it for PSI and KS tests.
 
 Switches (environment of ``torchserve --start``, inherited by its workers):
     DETECTION_METRICS=off        no handler metrics, no feature log, no input statistics

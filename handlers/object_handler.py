@@ -1,5 +1,5 @@
 """TorchServe entry point of ``object_detector``: a torchvision detector chosen at build time
-(scripts/build_object_detector.py records it in model-config.yaml's ``handler:`` section)."""
+(scripts/packaging/build_object_detector.py records it in model-config.yaml's ``handler:`` section)."""
 
 from __future__ import annotations
 

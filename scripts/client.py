@@ -30,8 +30,8 @@ import numpy as np
 import requests
 
 from handlers.schema import DetectionResult
+from scripts.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN_ERROR_TYPE = "InvalidKeyException"
 KEY_KINDS = ("inference", "management", "API")
 

@@ -14,7 +14,7 @@ What TorchServe 0.12.0 does over gRPC (checked against a running server; see doc
 - unknown model or version is INTERNAL with ``ModelNotFoundException`` in the details;
 - ``StreamPredictions2`` only serves models with sequence batching, so it is not used here.
 
-Stubs are generated at build time (``make grpc-stubs``, scripts/gen_grpc_stubs.py).
+Stubs are generated at build time (``make grpc-stubs``, scripts/packaging/grpc_stubs.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from scripts.client import (
     ServerUnavailable,
     TokenStore,
 )
-from scripts.gen_grpc_stubs import OUT as STUBS_DIR
+from scripts.packaging.grpc_stubs import OUT as STUBS_DIR
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # matches max_request_size / max_response_size in config.properties
 CHANNEL_OPTIONS = (
@@ -63,7 +63,7 @@ def load_stubs() -> tuple[Any, Any, Any]:
     except ImportError as err:
         raise ImportError(
             f"TorchServe gRPC stubs not found in {STUBS_DIR} ({err}); generate them with "
-            "`make grpc-stubs` (or `python -m scripts.gen_grpc_stubs`)"
+            "`make grpc-stubs` (or `python -m scripts.packaging.grpc_stubs`)"
         ) from None
     return inference_pb2, inference_pb2_grpc, empty_pb2
 

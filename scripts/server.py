@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.client import ClientError, Endpoints, ManagementClient, TokenStore
+from scripts.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config.properties"
 PID_FILE = ".model_server.pid"
 

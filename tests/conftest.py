@@ -39,12 +39,12 @@ class Server(server_lib.Instance):
 
 def ensure_archives() -> None:
     """Build the default archives when missing or older than the code and configs they pack."""
-    subprocess.run([sys.executable, "-m", "scripts.build_archives"], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "scripts.packaging.build_archives"], cwd=REPO, check=True)
 
 
 def store_with(folder: Path, *archive_keys: str) -> Path:
     """A fresh model store at ``folder`` holding copies of the named default archives (built if needed)."""
-    from scripts.build_archives import ARCHIVES
+    from scripts.packaging.build_archives import ARCHIVES
 
     ensure_archives()
     folder.mkdir(parents=True)

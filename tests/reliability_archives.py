@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from scripts.build_archives import ARCHIVES, ArchiveSpec, build
+from scripts.packaging.build_archives import ARCHIVES, ArchiveSpec, build
 from tests.conftest import MODEL_STORE, ensure_archives
 
 FAULT_HANDLER = Path(__file__).resolve().parent / "fault_handler.py"

@@ -38,7 +38,7 @@ EXPECTED_ERRORS = {"corrupt.jpg": "decode", "notes.txt": "unsupported_format", "
 
 
 def batch(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "scripts.batch_score", "--progress", "log", *map(str, args)]
+    command = [sys.executable, "-m", "scripts.batch", "--progress", "log", *map(str, args)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -162,7 +162,7 @@ def _journal_rows(output: Path) -> list[dict]:
 
 def test_killed_run_resumes_without_duplicates_or_gaps(server: Server, many: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "scripts.batch_score", many, "-o", output, *MODEL, *server_args(server)]
+    command = [sys.executable, "-m", "scripts.batch", many, "-o", output, *MODEL, *server_args(server)]
     proc = subprocess.Popen(
         [*map(str, command), "--concurrency", "1"],
         cwd=REPO,
@@ -242,7 +242,7 @@ def test_overlapping_runs_are_refused(server: Server, many: Path, tmp_path: Path
     # Through the cron wrapper: the second run is refused while the first is still scoring.
     env = {**os.environ, "BATCH_LOCK": str(tmp_path / "cron.lock"), "BATCH_LOG_DIR": str(tmp_path / "logs")}
     wrapper = [
-        str(REPO / "scripts/cron_batch.sh"),
+        str(REPO / "scripts/batch/cron.sh"),
         str(many),
         "-o",
         str(output),

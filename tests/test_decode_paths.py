@@ -14,7 +14,7 @@ from handlers.errors import InputError
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.tensor_decode import decode_jpegs
-from scripts.build_archives import ARCHIVES
+from scripts.packaging.build_archives import ARCHIVES
 from tests.images import ASTRONAUT_FACE, astronaut, encode, grace_hopper_bytes, iou
 
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt

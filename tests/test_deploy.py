@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scripts import container_config
+from scripts.packaging import container_config
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 jsonschema = pytest.importorskip("jsonschema")
@@ -210,7 +210,7 @@ def test_torchserve_runs_the_k8s_config_with_readiness_probes(variant):
         command = torchserve[probe]["exec"]["command"]
         assert command[:6] == [
             "env", f"PYTHONPATH={container_config.APP_DIR}",
-        "python", "-m", "scripts.container_config", "healthcheck",
+        "python", "-m", "scripts.packaging.container_config", "healthcheck",
         ]  # fmt: skip
         assert not any(e["name"] == "PYTHONPATH" for e in torchserve.get("env", []))
         assert command[command.index("--config") + 1] == args[args.index("--ts-config") + 1]

@@ -48,7 +48,7 @@ def test_benchmark_gate_runs_against_the_committed_baseline(workflow):
     job = workflow["jobs"]["benchmark"]
     text = steps_text(job)
     assert "-m scripts.bench " in text and '--out "$BENCHMARK_JSON"' in text
-    assert '-m scripts.bench_gate "$BENCHMARK_JSON" --baseline benchmarks/baseline.json' in text
+    assert '-m scripts.bench.gate "$BENCHMARK_JSON" --baseline benchmarks/baseline.json' in text
     assert (REPO / "benchmarks" / "baseline.json").is_file()
 
 

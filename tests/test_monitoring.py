@@ -14,9 +14,9 @@ import pytest
 import requests
 import yaml
 
-from scripts.drift import DriftExporter, drifted, format_report, live_window
-from scripts.drift_images import generate
-from scripts.drift_stats import Profile, compare, samples_from_records
+from scripts.drift.cli import DriftExporter, drifted, format_report, live_window
+from scripts.drift.images import generate
+from scripts.drift.stats import Profile, compare, samples_from_records
 from scripts.server import free_ports
 from tests import images
 from tests.conftest import launch

@@ -15,7 +15,7 @@ import cv2
 import pytest
 import requests
 
-from scripts.drift_images import encode_jpeg, generate
+from scripts.drift.images import encode_jpeg, generate
 from tests import images
 from tests.conftest import launch
 

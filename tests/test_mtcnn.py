@@ -25,7 +25,7 @@ REFERENCE = DetectorSettings(score_threshold=0.7, nms_iou=0.95, inference_size=2
 @pytest.fixture(scope="module")
 def detector() -> MTCNNDetector:
     if not WEIGHTS.exists():
-        from scripts.convert_mtcnn import main as convert
+        from scripts.packaging.convert_mtcnn import main as convert
 
         convert(["--out", str(WEIGHTS)])
     return MTCNNDetector(WEIGHTS)

@@ -27,7 +27,7 @@ from handlers.object_models import (
 )
 from handlers.pipeline import DetectionPipeline
 from handlers.settings import DetectorSettings
-from scripts import build_object_detector as builder
+from scripts.packaging import build_object_detector as builder
 from tests.images import astronaut, encode, grace_hopper
 from tests.object_weights import save_seeded_weights, seeded_state_dict
 

@@ -25,7 +25,7 @@ from handlers.object_models import ObjectModelConfig
 from handlers.pipeline import DetectionPipeline
 from handlers.settings import settings_from_config
 from handlers.ts_adapter import configure_threads
-from scripts.build_object_detector import build_object_detector
+from scripts.packaging.build_object_detector import build_object_detector
 from tests.conftest import launch, shutdown
 from tests.images import (
     BAD_INPUTS,

@@ -19,7 +19,7 @@ import torch
 from handlers.errors import InputError
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
-from scripts.build_archives import ARCHIVES
+from scripts.packaging.build_archives import ARCHIVES
 from tests.images import BAD_INPUTS, astronaut, encode
 
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt

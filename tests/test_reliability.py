@@ -24,7 +24,7 @@ from skimage import data as skdata
 
 from handlers.errors import InputError
 from handlers.image_decode import decode_image
-from scripts.memcheck import rss_mb
+from scripts.bench.memcheck import rss_mb
 from tests.images import (
     ASTRONAUT_FACE,
     CAMERA_FACE,

@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from scripts import server as server_lib
+from scripts.bench.soak import run_soak, sample_jpeg
 from scripts.client import AuthError, ClientError, ServerUnavailable
-from scripts.soak import run_soak, sample_jpeg
 from tests.conftest import launch, shutdown
 from tests.images import grace_hopper_bytes
 from tests.reliability_archives import FAULT_CONFIG, LEAKY_CONFIG, store_with

@@ -1,4 +1,4 @@
-"""Unit tests of the soak's memory-growth check (scripts/memcheck.py) and of the client's retry
+"""Unit tests of the soak's memory-growth check (scripts/bench/memcheck.py) and of the client's retry
 policy (scripts/client.py), without a server."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import requests
 
+from scripts.bench.memcheck import check_growth, tree_rss_mb, trend_mb_per_10min, trimmed_mean
 from scripts.client import ClientError, DetectionClient, Endpoints, ServerUnavailable, TokenStore
-from scripts.memcheck import check_growth, tree_rss_mb, trend_mb_per_10min, trimmed_mean
 
 RNG = np.random.default_rng(17)
 BASE = 3000.0  # MB, about a frontend plus two workers

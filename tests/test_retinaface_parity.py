@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from handlers.retinaface import RetinaFace
-from scripts.build_archives import ARCHIVES
-from scripts.convert_retinaface import convert, find_onnx_bytes, module_key
+from scripts.packaging.build_archives import ARCHIVES
+from scripts.packaging.convert_retinaface import convert, find_onnx_bytes, module_key
 from tests.images import astronaut, grace_hopper
 
 TOLERANCE = 1e-4
@@ -85,7 +85,7 @@ def test_module_key(node, key):
 
 def test_exported_graph_matches_module_at_other_sizes(model, tmp_path):
     """The onnxruntime backend runs the graph exported from this module (dynamic batch and size)."""
-    from scripts.export_retinaface_onnx import export
+    from scripts.packaging.export_retinaface_onnx import export
 
     weights = tmp_path / "w.pt"
     torch.save(model.state_dict(), weights)
@@ -100,7 +100,7 @@ def test_exported_graph_matches_module_at_other_sizes(model, tmp_path):
 def test_onnxruntime_and_eager_backends_detect_the_same(tmp_path):
     from handlers.pipeline import DetectionPipeline
     from handlers.retinaface_detector import RetinaFaceDetector
-    from scripts.export_retinaface_onnx import export
+    from scripts.packaging.export_retinaface_onnx import export
     from tests.images import encode, grace_hopper_bytes
 
     weights = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt

@@ -23,8 +23,8 @@ import psutil
 import pytest
 import requests
 
-from scripts.build_archives import ARCHIVES
 from scripts.client import DetectionClient, ManagementClient
+from scripts.packaging.build_archives import ARCHIVES
 from scripts.server import read_properties
 from tests.conftest import MODEL_STORE, REPO, launch, shutdown, store_with
 from tests.images import astronaut, encode, grace_hopper_bytes

@@ -1,6 +1,6 @@
 """The streaming client against a real TorchServe: real faces moving along known paths.
 
-The clip is 640x480 at 25 fps (scripts/stream_synthetic.py): the astronaut and Grace Hopper cross a
+The clip is 640x480 at 25 fps (scripts/stream/synthetic.py): the astronaut and Grace Hopper cross a
 face-free scene in opposite directions, so every frame has two faces at exact positions. It lasts
 4 s (100 frames), not 10: the faces travel the same whole path either way (positions are a function
 of the share of the clip played), and on the 2 shared CPU cores of the test machines one frame costs
@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 from handlers.schema import DetectionResult
-from scripts.frames import Source, read_frames
-from scripts.gen_grpc_stubs import ensure as ensure_grpc_stubs
+from scripts.packaging.grpc_stubs import ensure as ensure_grpc_stubs
 from scripts.server import start, wait_ready
-from scripts.stream_core import FrameResult, Policy, StreamConfig, StreamRunner
-from scripts.stream_output import JsonlSink
-from scripts.stream_synthetic import SyntheticClip
-from scripts.stream_transport import EncodeOptions, ModelOptions, make_transport
+from scripts.stream.core import FrameResult, Policy, StreamConfig, StreamRunner
+from scripts.stream.frames import Source, read_frames
+from scripts.stream.output import JsonlSink
+from scripts.stream.synthetic import SyntheticClip
+from scripts.stream.transport import EncodeOptions, ModelOptions, make_transport
 from tests.conftest import REPO, STARTUP_TIMEOUT_S, launch, shutdown
 from tests.images import iou
 

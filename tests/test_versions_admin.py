@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from skimage import data as skdata
 
-from scripts.build_archives import ARCHIVES, ArchiveSpec, build
 from scripts.manage import EXIT
 from scripts.manage import main as manage_main
+from scripts.packaging.build_archives import ARCHIVES, ArchiveSpec, build
 from tests.conftest import launch, shutdown, store_with
 from tests.images import astronaut, encode, grace_hopper_bytes
 

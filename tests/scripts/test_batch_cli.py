@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.batch_score import (
+from scripts.batch.cli import (
     UsageError,
     build_parser,
     check_args,
@@ -15,7 +15,7 @@ from scripts.batch_score import (
     find_archive,
     state_paths,
 )
-from scripts.batch_select import date_range
+from scripts.batch.selection import date_range
 
 NOW = datetime(2026, 11, 27, 3, 0)
 

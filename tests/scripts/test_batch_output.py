@@ -9,7 +9,7 @@ import json
 import pytest
 
 from handlers.schema import Detection, DetectionResult
-from scripts.batch_output import (
+from scripts.batch.output import (
     WRITERS,
     Done,
     ErrorInfo,

@@ -8,7 +8,7 @@ from types import GeneratorType
 
 import pytest
 
-from scripts.batch_select import DateRange, date_range, folder_span, parse_bound, select_files, walk
+from scripts.batch.selection import DateRange, date_range, folder_span, parse_bound, select_files, walk
 
 NOW = datetime(2026, 11, 27, 3, 0)
 

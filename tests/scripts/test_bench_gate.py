@@ -1,4 +1,4 @@
-"""scripts/bench_gate.py: the regression rules, table-driven, with the empty cases."""
+"""scripts/bench/gate.py: the regression rules, table-driven, with the empty cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import bench_gate
+from scripts.bench import gate as bench_gate
 
 REPO = Path(__file__).resolve().parents[2]
 

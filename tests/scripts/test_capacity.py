@@ -1,4 +1,4 @@
-"""scripts/capacity.py: replicas for N cameras at F fps from a benchmark JSON."""
+"""scripts/bench/capacity.py: replicas for N cameras at F fps from a benchmark JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scripts import capacity
+from scripts.bench import capacity
 
 
 def step(target="torchserve", concurrency=1, rps=10.0, p99=100.0, errors=0):

@@ -1,4 +1,4 @@
-"""PSI, binned KS and reference profiles (scripts/drift_stats.py), on synthetic samples."""
+"""PSI, binned KS and reference profiles (scripts/drift/stats.py), on synthetic samples."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scripts.drift import parse_duration, read_records
-from scripts.drift_stats import (
+from scripts.drift.cli import parse_duration, read_records
+from scripts.drift.stats import (
     FINE_BINS,
     Profile,
     compare,

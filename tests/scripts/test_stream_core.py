@@ -10,8 +10,7 @@ import pytest
 
 from handlers.schema import Detection, DetectionResult
 from scripts.client import ModelNotReady, RequestRejected, ServerUnavailable
-from scripts.frames import Frame
-from scripts.stream_core import (
+from scripts.stream.core import (
     FrameResult,
     LatencyReservoir,
     Policy,
@@ -20,7 +19,8 @@ from scripts.stream_core import (
     StreamRunner,
     StreamStats,
 )
-from scripts.stream_transport import EncodeOptions
+from scripts.stream.frames import Frame
+from scripts.stream.transport import EncodeOptions
 
 
 class FakeServer:

@@ -1,4 +1,4 @@
-"""Frame sources (scripts/frames.py): parsing, files, folders, pacing, reconnects, the one-slot mailbox."""
+"""Frame sources (scripts/stream/frames.py): parsing, files, folders, pacing, reconnects, mailbox."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from scripts.frames import Backoff, Frame, LatestFrameMailbox, Source, SourceKind, read_frames, source_fps
+from scripts.stream.frames import (
+    Backoff,
+    Frame,
+    LatestFrameMailbox,
+    Source,
+    SourceKind,
+    read_frames,
+    source_fps,
+)
 
 
 def write_video(path, count: int, fps: float = 25.0, size=(64, 48)):

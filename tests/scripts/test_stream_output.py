@@ -1,4 +1,4 @@
-"""Drawing, JSONL records and the window check of scripts/stream_output.py."""
+"""Drawing, JSONL records and the window check of scripts/stream/output.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from handlers.schema import Detection, DetectionResult
-from scripts.frames import Frame
-from scripts.stream_core import FrameResult
-from scripts.stream_output import AnnotatedView, FpsMeter, JsonlSink, annotate, frame_record
+from scripts.stream.core import FrameResult
+from scripts.stream.frames import Frame
+from scripts.stream.output import AnnotatedView, FpsMeter, JsonlSink, annotate, frame_record
 
 FACE = Detection("face", 0.97, (10.0, 10.0, 40.0, 50.0), [(20.0, 25.0)] * 5)
 

@@ -12,7 +12,7 @@ import pytest
 from handlers.schema import Detection, DetectionResult
 from scripts.client import AuthError, ClientError, ModelNotReady, RequestRejected, ServerUnavailable
 from scripts.grpc_client import _parse_prediction, _typed_error
-from scripts.stream_transport import EncodeOptions, encode_frame, parse_resize, scale_result, target_size
+from scripts.stream.transport import EncodeOptions, encode_frame, parse_resize, scale_result, target_size
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ measured in the same run (these machines are noisy; absolute figures drift betwe
              under torch.inference_mode, batch 1 and 8
   serving    TorchServe workers x threads per worker at concurrency 8 and 16 (--serving)
 
-Usage: python -m scripts.bench_tune [--seconds 3] [--serving] [--out benchmarks/tuning.json]
+Usage: python -m scripts.bench.tune [--seconds 3] [--serving] [--out benchmarks/tuning.json]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from PIL import Image
 
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.settings import DetectorSettings
-from scripts.bench import DEFAULT_ARCHIVE, bench_torchserve, sample_jpeg
-from scripts.build_archives import ARCHIVES
+from scripts.bench.cli import DEFAULT_ARCHIVE, bench_torchserve, sample_jpeg
+from scripts.packaging.build_archives import ARCHIVES
 
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 
@@ -79,7 +79,7 @@ def forward_variants(body: bytes, seconds: float, batch: int) -> dict[str, float
     try:
         import onnxruntime as ort
 
-        from scripts.convert_retinaface import find_onnx_bytes
+        from scripts.packaging.convert_retinaface import find_onnx_bytes
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ Each ONNX ``Conv`` node is named after the PyTorch module that produced it, whic
 The export evaluates each SSH ``conv5X5_1`` twice (node suffix ``_1``) through an ``Identity`` of the
 same initialiser; those repeats are checked to be identical and skipped.
 
-Usage: python -m scripts.convert_retinaface --out build/retinaface_mobile0.25.pt
+Usage: python -m scripts.packaging.convert_retinaface --out build/retinaface_mobile0.25.pt
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""Build the reference profile scripts/drift.py compares live traffic with (a small JSON of histograms).
+"""Build the reference profile scripts/drift/cli.py compares live traffic with (a small JSON of histograms).
 
 From a folder of reference images, run in this process through the model archive (the same code a
 worker runs, no server needed):
 
-    python -m scripts.drift_profile images ref_images/ --archive model_store/face_detector-2.0.mar \\
+    python -m scripts.drift.profile images ref_images/ --archive model_store/face_detector-2.0.mar \\
         --out monitoring/reference_profile.json
 
 From the feature log of a server over a period known to be good (what production usually does):
 
-    python -m scripts.drift_profile log logs/features --model face_detector --version 2.0 \\
+    python -m scripts.drift.profile log logs/features --model face_detector --version 2.0 \\
         --since 1719800000 --until 1719886400 --out monitoring/reference_profile.json
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 from handlers.features import input_features
 from handlers.image_decode import DecodeLimits, decode_probed, probe_image
 from handlers.schema import DetectionResult
-from scripts.drift import DEFAULT_PROFILE, read_records
-from scripts.drift_stats import Profile, samples_from_records
+from scripts.drift.cli import DEFAULT_PROFILE, read_records
+from scripts.drift.stats import Profile, samples_from_records
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -55,7 +55,7 @@ def records_from_images(folder: Path, archive: Path, device: str = "cpu") -> Ite
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a reference profile for scripts.drift.")
+    parser = argparse.ArgumentParser(description="Build a reference profile for scripts.drift.cli.")
     parser.add_argument("source", choices=["images", "log"])
     parser.add_argument("path", type=Path, help="images: a folder of images; log: the feature log folder")
     parser.add_argument("--out", type=Path, default=DEFAULT_PROFILE)

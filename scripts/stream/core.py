@@ -29,8 +29,8 @@ import numpy as np
 
 from handlers.schema import DetectionResult
 from scripts.client import ClientError, ModelNotReady, ServerUnavailable
-from scripts.frames import Backoff, Frame, LatestFrameMailbox
-from scripts.stream_transport import EncodeOptions, Transport, encode_frame, scale_result
+from scripts.stream.frames import Backoff, Frame, LatestFrameMailbox
+from scripts.stream.transport import EncodeOptions, Transport, encode_frame, scale_result
 
 log = logging.getLogger("stream")
 

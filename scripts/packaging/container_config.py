@@ -17,9 +17,9 @@ target below changes only what its environment needs, so the other settings (lim
              reads only the first request of a batch; batch on the KServe side instead).
 
 Usage:
-    python -m scripts.container_config render --target docker --out /srv/config.properties
-    python -m scripts.container_config kserve-store --store model_store --out build/kserve
-    python -m scripts.container_config healthcheck --config /srv/config.properties [--live]
+    python -m scripts.packaging.container_config render --target docker --out /srv/config.properties
+    python -m scripts.packaging.container_config kserve-store --store model_store --out build/kserve
+    python -m scripts.packaging.container_config healthcheck --config /srv/config.properties [--live]
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from scripts.paths import REPO
 from scripts.server import loaded_models, read_properties, render_config
 
-REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "config.properties"
 APP_DIR = "/opt/model-server"  # read-only in the image: configs, archives, scripts
 WORK_DIR = "/home/model-server"  # writable cwd of TorchServe: key_file.json, logs
@@ -127,7 +127,7 @@ def model_config(archive_file: str) -> dict:
     """The model-config.yaml packed into ``archive_file`` (from the ARCHIVES registry), or {}."""
     import yaml
 
-    from scripts.build_archives import ARCHIVES
+    from scripts.packaging.build_archives import ARCHIVES
 
     spec = next((s for s in ARCHIVES.values() if s.filename == archive_file), None)
     if spec is None or not spec.config.is_file():

@@ -1,7 +1,7 @@
 """Reproducible image sets for drift checks, built from public sample images (no download).
 
-    python -m scripts.drift_images reference out/reference --count 120
-    python -m scripts.drift_images dark out/dark --count 60 --seed 7
+    python -m scripts.drift.images reference out/reference --count 120
+    python -m scripts.drift.images dark out/dark --count 60 --seed 7
 
 Sets:
     reference  faces (skimage astronaut and camera, matplotlib grace_hopper) randomly cropped around

@@ -5,7 +5,7 @@ cropped with context around their face boxes (tests/images.py) and pasted at kno
 Background: scikit-image's ``coffee()`` (no face). Used by the stream tests and the benchmark in
 docs/streaming.md.
 
-    python -m scripts.stream_synthetic build/faces.avi --seconds 10 --fps 25
+    python -m scripts.stream.synthetic build/faces.avi --seconds 10 --fps 25
 """
 
 from __future__ import annotations

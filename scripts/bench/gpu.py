@@ -5,7 +5,7 @@ machine. For each batch size it times ``DetectionPipeline.process`` end to end (
 + inference + postprocess) with (a) PIL decode on the host and (b) torchvision batch decode on the
 device (nvJPEG on CUDA), in fp16 on CUDA.
 
-Usage: python -m scripts.bench_gpu [--device cuda] [--batches 1,8,32,64,128] [--seconds 5] [--out f.json]
+Usage: python -m scripts.bench.gpu [--device cuda] [--batches 1,8,32,64,128] [--seconds 5] [--out f.json]
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
-from scripts.bench import sample_jpeg
-from scripts.build_archives import ARCHIVES
+from scripts.bench.cli import sample_jpeg
+from scripts.packaging.build_archives import ARCHIVES
 
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 

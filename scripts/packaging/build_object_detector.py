@@ -1,6 +1,6 @@
 """Archive a torchvision detector from a weights file: one command, checked before anything is packed.
 
-    python -m scripts.build_object_detector --architecture fasterrcnn_mobilenet_v3_large_fpn \
+    python -m scripts.packaging.build_object_detector --architecture fasterrcnn_mobilenet_v3_large_fpn \
         [--weights my_detector.pth] [--labels names.txt] [--name object_detector] [--version 1.0] \
         [--store model_store] [--set score_threshold=0.4 --set inference_size=800 ...]
 
@@ -40,7 +40,7 @@ from handlers.object_models import (
     weights_mismatch,
 )
 from handlers.settings import settings_from_config
-from scripts.build_archives import REPO, ArchiveSpec, build
+from scripts.packaging.build_archives import REPO, ArchiveSpec, build
 
 TEMPLATE = REPO / "model_configs/object_detector.yaml"
 HANDLER = REPO / "handlers/object_handler.py"

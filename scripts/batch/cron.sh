@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run scripts/batch_score.py from cron: one run at a time, everything logged, exit code kept.
+# Run scripts/batch/cli.py from cron: one run at a time, everything logged, exit code kept.
 #
-#   scripts/cron_batch.sh [batch_score arguments ...]
+#   scripts/batch/cron.sh [batch_score arguments ...]
 #
 # The lock (flock on BATCH_LOCK) is held for the whole run, by this shell and by the Python
 # process it starts: a second run started while one is going exits at once with code 5 and a line
@@ -12,7 +12,7 @@
 #   BATCH_LOG_DIR   one log file per day default: <repo>/logs/batch  (batch-YYYY-MM-DD.log)
 #   BATCH_LOG_DAYS  days of logs kept    default: 30
 #   PYTHON          interpreter          default: <repo>/.venv/bin/python
-# Exit codes: those of batch_score (python -m scripts.batch_score --help), 5 when the lock is held.
+# Exit codes: those of batch_score (python -m scripts.batch --help), 5 when the lock is held.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,7 +35,7 @@ fi
 find "$LOG_DIR" -name 'batch-*.log' -mtime +"$LOG_DAYS" -delete 2>/dev/null
 say "start: batch_score $*"
 cd "$REPO" || exit 2
-"$PYTHON" -m scripts.batch_score --progress log "$@" >>"$LOG" 2>&1
+"$PYTHON" -m scripts.batch --progress log "$@" >>"$LOG" 2>&1
 rc=$?
 say "end: exit $rc"
 exit "$rc"

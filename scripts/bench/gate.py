@@ -13,7 +13,7 @@ For every (target, concurrency) present in both files, with tolerance t (default
 Steps present in only one file are listed and not judged. Nothing to compare at all fails too (a gate
 that compares nothing would pass every regression), unless --allow-empty.
 
-Usage: python -m scripts.bench_gate build/benchmark.json [--baseline benchmarks/baseline.json]
+Usage: python -m scripts.bench.gate build/benchmark.json [--baseline benchmarks/baseline.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from scripts.paths import REPO
+
 BASELINE = REPO / "benchmarks" / "baseline.json"
 TARGETS = ("torchserve", "inprocess", "flask", "litserve")
 

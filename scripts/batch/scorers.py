@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from handlers.errors import InputError
-from scripts.batch_output import ErrorInfo, Row
-from scripts.batch_select import InputFile
+from scripts.batch.output import ErrorInfo, Row
+from scripts.batch.selection import InputFile
 from scripts.client import (
     AuthError,
     ClientError,

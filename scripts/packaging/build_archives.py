@@ -4,7 +4,7 @@ Each archive holds: the handler entry file, the ``handlers`` package (the shared
 the weights as a state_dict, and its model-config.yaml. Archive files are named ``<name>-<version>.mar``
 so that several versions of one model can sit side by side in the store.
 
-Usage: python -m scripts.build_archives [--store model_store] [--only face_detector-2.0]
+Usage: python -m scripts.packaging.build_archives [--store model_store] [--only face_detector-2.0]
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from scripts.paths import REPO
+
 BUILD = REPO / "build"
 
 
@@ -63,7 +64,7 @@ def ensure_weights(spec: ArchiveSpec) -> None:
     if spec.weights.name == "retinaface_mobile0.25.pt":
         import torch
 
-        from scripts.convert_retinaface import convert, find_onnx_bytes
+        from scripts.packaging.convert_retinaface import convert, find_onnx_bytes
 
         spec.weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(convert(find_onnx_bytes()), spec.weights)
@@ -72,7 +73,7 @@ def ensure_weights(spec: ArchiveSpec) -> None:
     if spec.weights.name == "mtcnn.pt":
         import torch
 
-        from scripts.convert_mtcnn import convert, find_weight_files
+        from scripts.packaging.convert_mtcnn import convert, find_weight_files
 
         spec.weights.parent.mkdir(parents=True, exist_ok=True)
         torch.save(convert(find_weight_files()), spec.weights)
@@ -87,7 +88,7 @@ def ensure_extras(spec: ArchiveSpec) -> None:
         if extra.name == "retinaface_mobile0.25.onnx" and (
             not extra.exists() or extra.stat().st_mtime < max(p.stat().st_mtime for p in sources)
         ):
-            from scripts.export_retinaface_onnx import export
+            from scripts.packaging.export_retinaface_onnx import export
 
             extra.write_bytes(export(spec.weights))
             print(f"exported {extra.relative_to(REPO)}")

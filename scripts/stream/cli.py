@@ -20,10 +20,10 @@ import threading
 from pathlib import Path
 
 from scripts.client import ClientError, Endpoints, TokenStore
-from scripts.frames import Backoff, Source, read_frames, source_fps
-from scripts.stream_core import Policy, StreamAborted, StreamConfig, StreamRunner, StreamStats
-from scripts.stream_output import AnnotatedView, JsonlSink
-from scripts.stream_transport import TRANSPORTS, EncodeOptions, ModelOptions, make_transport, parse_resize
+from scripts.stream.core import Policy, StreamAborted, StreamConfig, StreamRunner, StreamStats
+from scripts.stream.frames import Backoff, Source, read_frames, source_fps
+from scripts.stream.output import AnnotatedView, JsonlSink
+from scripts.stream.transport import TRANSPORTS, EncodeOptions, ModelOptions, make_transport, parse_resize
 
 log = logging.getLogger("stream")
 

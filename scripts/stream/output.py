@@ -1,6 +1,6 @@
 """Where stream results go: a window, an annotated video, a JSONL file (any combination).
 
-Each sink is a callable taking one :class:`~scripts.stream_core.FrameResult`, in frame order.
+Each sink is a callable taking one :class:`~scripts.stream.core.FrameResult`, in frame order.
 JSON is written only here, at the edge: one line per processed or failed frame,
     {"frame": 12, "captured_at": 1764211200.123, "latency_ms": 84.2, "error": null,
      "detections": [{"label": "face", "score": 0.99, "box": [...], "landmarks": [...]}],
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from handlers.schema import Detection
-from scripts.stream_core import FrameResult
+from scripts.stream.core import FrameResult
 
 BOX_COLOR = (0, 220, 0)  # BGR
 LANDMARK_COLORS = ((255, 0, 0), (0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 128, 255))

@@ -14,7 +14,7 @@ gives its histograms only the client's fixed default buckets (0.005 .. 10), so a
 Prometheus has 5 to 10 usable bins that are not the profile's bins; PSI and KS on those would
 measure the bucket layout as much as the traffic. The log keeps every request's exact values, so
 the window is binned on the reference's own quantile edges, any interval can be chosen after the
-fact, and the same records can build a new reference profile (scripts/drift_profile.py).
+fact, and the same records can build a new reference profile (scripts/drift/profile.py).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scripts.drift_stats import FeatureDrift, Profile, compare, samples_from_records
+from scripts.drift.stats import FeatureDrift, Profile, compare, samples_from_records
+from scripts.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = REPO / "monitoring" / "reference_profile.json"
 DEFAULT_LOG_DIR = REPO / "logs" / "features"
 # Decision rule of the report (the alert rules in monitoring/alerts.yml use the same numbers).
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Input and output drift against a reference profile.")
     parser.add_argument("action", choices=["report", "serve"])
     parser.add_argument(
-        "--profile", type=Path, default=DEFAULT_PROFILE, help="built by scripts.drift_profile"
+        "--profile", type=Path, default=DEFAULT_PROFILE, help="built by scripts.drift.profile"
     )
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR, help="the handler's feature log")
     parser.add_argument("--window", type=parse_duration, default=3600.0, help="live window, e.g. 15m, 1h")

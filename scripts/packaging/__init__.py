@@ -1,0 +1,7 @@
+"""From weights to archives and images: weight conversion (``convert_retinaface``,
+``convert_mtcnn``), ONNX export (``export_retinaface_onnx``), ``.mar`` archives (``build_archives``,
+``build_object_detector``), gRPC stubs (``grpc_stubs``) and per-target server configs for
+containers (``container_config``).
+
+    python -m scripts.packaging.build_archives
+"""

@@ -1,0 +1,5 @@
+"""python -m scripts.stream"""
+
+from scripts.stream.cli import main
+
+raise SystemExit(main())
