@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: serve stop test build lint format clean java venv status
+.PHONY: serve stop test test-unit build lint format clean java venv status
 
 venv: $(STAMP)
 
@@ -47,6 +47,10 @@ status:
 
 test: java build
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The fast tier alone: no server, no external program (tests/unit/).
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,66 +1,30 @@
-"""Fixtures: real TorchServe instances on free ports with token auth on, built from model_store/.
+"""Fixtures and tiers.
 
-``make test`` builds the archives first; the fixtures build them too when run by plain pytest.
-Instances come from :func:`scripts.server.launch`, the same launcher the benchmark uses.
+Tiers come from the path: ``tests/unit/`` (no server, no external program; `make test-unit`) and
+``tests/integration/`` (real TorchServe instances on free ports with token auth on, real tools:
+promtool, docker, nginx, a browser). Helpers live in ``tests/support/``, never imported from here.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from scripts import server as server_lib
-from scripts.client import DetectionClient, ManagementClient
-from scripts.server import free_ports  # noqa: F401 - re-exported for tests
+from tests.support.servers import Server, launch, shutdown
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_STORE = REPO / "model_store"
-STARTUP_TIMEOUT_S = 180
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration")
 
 
-class Server(server_lib.Instance):
-    def client(self, **kwargs) -> DetectionClient:
-        return DetectionClient(self.endpoints, self.tokens, **kwargs)
-
-    def management(self) -> ManagementClient:
-        return ManagementClient(self.endpoints, self.tokens)
-
-    def worker_pids(self, model: str = "face_detector", version: str | None = None) -> list[int]:
-        """Worker pids of every version of ``model``, or of one ``version``."""
-        described = (
-            self.management().describe(model, version) if version else self.management().versions(model)
-        )
-        return sorted(w["pid"] for v in described for w in v["workers"])
-
-
-def ensure_archives() -> None:
-    """Build the default archives when missing or older than the code and configs they pack."""
-    subprocess.run([sys.executable, "-m", "scripts.packaging.build_archives"], cwd=REPO, check=True)
-
-
-def store_with(folder: Path, *archive_keys: str) -> Path:
-    """A fresh model store at ``folder`` holding copies of the named default archives (built if needed)."""
-    from scripts.packaging.build_archives import ARCHIVES
-
-    ensure_archives()
-    folder.mkdir(parents=True)
-    for key in archive_keys:
-        shutil.copy2(MODEL_STORE / ARCHIVES[key].filename, folder)
-    return folder
-
-
-def launch(run_dir: Path, **overrides: str) -> Server:
-    """Start a TorchServe from config.properties with free ports and ``overrides`` applied."""
-    ensure_archives()
-    return server_lib.launch(run_dir, timeout=STARTUP_TIMEOUT_S, instance_type=Server, **overrides)
-
-
-def shutdown(server: Server) -> None:
-    server.shutdown()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, taken from its folder, so ``-m unit`` selects by path."""
+    for item in items:
+        parts = Path(item.fspath).resolve().relative_to(TESTS).parts
+        tier = parts[0] if parts and parts[0] in TIERS else None
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/unit/ or tests/integration/")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
