@@ -3,7 +3,8 @@
 #   docker build -t face-detection:cpu .                            CPU wheels (default)
 #   docker build --build-arg VARIANT=gpu -t face-detection:gpu .    CUDA wheels
 #   docker run --rm -p 127.0.0.1:8080-8082:8080-8082 face-detection:cpu
-# Other targets: `--target kserve` (predictor image for KServe's TorchServe runtime) and
+# Other targets: `--target kserve` (predictor image for KServe's TorchServe runtime: the same base,
+# venv and TorchServe, plus the KServe wrapper in its own venv) and
 # `--target kserve-store --output type=local,dest=build/kserve` (config/ + model-store/ for a
 # storageUri). Ports, tokens, health check, Kubernetes and KServe: docs/deployment.md.
 #
@@ -13,7 +14,6 @@
 # (`docker run --gpus all`), which mounts the driver libraries selected by the NVIDIA_* variables.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG KSERVE_BASE_IMAGE=pytorch/torchserve-kfs:0.12.0
 
 # --- python-deps: one venv with the pinned dependencies of requirements.txt -----------------------
 FROM ${PYTHON_IMAGE} AS python-deps
@@ -55,29 +55,22 @@ RUN python -m scripts.packaging.convert_retinaface --out build/retinaface_mobile
 FROM scratch AS kserve-store
 COPY --from=archives /src/kserve/ /
 
-# --- kserve: KServe's TorchServe predictor image (its wrapper) with this project's dependencies ---
-# The stock image lacks opencv and runs other torch/numpy versions than the archives were tested
-# with. GPU: --build-arg KSERVE_BASE_IMAGE=pytorch/torchserve-kfs:0.12.0-gpu --build-arg VARIANT=gpu
-# The base runs as its non-root model-server user, which owns its venv: pip installs as that user.
-FROM ${KSERVE_BASE_IMAGE} AS kserve
-ARG VARIANT=cpu
+# --- kserve-deps: the KServe wrapper's own venv ---------------------------------------------------
+# Every kserve release that runs on Python 3.11 pins psutil<6 and protobuf<7; requirements.txt pins
+# psutil 7 and protobuf 7 (onnx, grpcio-tools). One venv cannot hold both, and need not: the wrapper
+# is a separate process that talks HTTP to TorchServe. TorchServe and the handlers keep /opt/venv.
+FROM ${PYTHON_IMAGE} AS kserve-deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-COPY requirements.txt /tmp/requirements.txt
-RUN case "${VARIANT}" in \
-      cpu) index=https://download.pytorch.org/whl/cpu ;; \
-      gpu) index=https://pypi.org/simple ;; \
-      *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 1 ;; \
-    esac \
- && pip install --no-cache-dir --index-url "${index}" torch==2.14.1 torchvision==0.29.1 \
- && pip install --no-cache-dir -r /tmp/requirements.txt
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+COPY requirements-kserve.txt /tmp/requirements-kserve.txt
+RUN python -m venv /opt/kserve-venv \
+ && /opt/kserve-venv/bin/pip install -r /tmp/requirements-kserve.txt
 
-# --- runtime (default target): TorchServe as a non-root user ---------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
-ARG VERSION=dev
-ARG VARIANT=cpu
-LABEL org.opencontainers.image.title="face-detection" \
-      org.opencontainers.image.description="Face and object detection on TorchServe 0.12.0 (${VARIANT})" \
-      org.opencontainers.image.version="${VERSION}"
+# --- runtime-base: Java, tini, the non-root user, the venv and the metrics declaration -------------
+# Shared by runtime and kserve, so both run TorchServe the same way.
+FROM ${PYTHON_IMAGE} AS runtime-base
 # Java 17 for the TorchServe frontend; tini forwards SIGTERM to the whole process group (frontend
 # and Python workers) and reaps exited workers. Versions are not pinned on purpose: a rebuild picks
 # up Debian's security updates of the JRE, and Debian drops superseded versions from its mirror,
@@ -90,12 +83,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid model-server --home-dir /home/model-server --create-home \
       --shell /usr/sbin/nologin model-server
 COPY --from=python-deps /opt/venv /opt/venv
-# Read-only application files (root-owned): configs, archives, and the packages the health check
-# imports (scripts.client uses handlers.schema).
-COPY --from=archives /src/conf/ /opt/model-server/
-COPY --from=archives /src/model-store/ /opt/model-server/model-store/
-COPY handlers /opt/model-server/handlers
-COPY scripts /opt/model-server/scripts
+# metrics_config of every rendered config points here (absolute: TorchServe hands it to each worker,
+# which resolves a relative path against the empty working directory and exits).
+COPY monitoring/ts_metrics.yaml /opt/model-server/monitoring/ts_metrics.yaml
 # The glibc malloc settings are those scripts/server.py gives every instance it starts (what the
 # soak measured): fewer arenas and an eager trim in the workers.
 # No PYTHONPATH: TorchServe workers inherit the environment and must import the handlers packed
@@ -111,6 +101,39 @@ ENV PATH=/opt/venv/bin:$PATH \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # TorchServe writes key_file.json (mode 0600) and logs/ into its working directory.
 WORKDIR /home/model-server
+
+# --- kserve: predictor image for KServe's TorchServe runtime (InferenceService modelFormat pytorch) --
+# The runtime mounts the storageUri (kserve-store above) at /mnt/models and passes the TorchServe
+# command as arguments; entrypoint.sh runs it, then the wrapper (deploy/kserve/wrapper/) on :8080.
+# GPU: --build-arg VARIANT=gpu (the CUDA wheels of python-deps).
+FROM runtime-base AS kserve
+ARG VERSION=dev
+ARG VARIANT=cpu
+LABEL org.opencontainers.image.title="face-detection-kserve" \
+      org.opencontainers.image.description="KServe predictor: TorchServe 0.12.0 and its KServe wrapper (${VARIANT})" \
+      org.opencontainers.image.version="${VERSION}"
+COPY --from=kserve-deps /opt/kserve-venv /opt/kserve-venv
+COPY deploy/kserve/wrapper/ /opt/kserve-wrapper/
+USER 10001:10001
+EXPOSE 8080 8081 8082 8085
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/bin/sh", "/opt/kserve-wrapper/entrypoint.sh"]
+# What KServe's kserve-torchserve runtime passes (docs/deployment.md, KServe).
+CMD ["torchserve", "--start", "--model-store=/mnt/models/model-store", \
+     "--ts-config=/mnt/models/config/config.properties"]
+
+# --- runtime (default target): TorchServe as a non-root user ---------------------------------------
+FROM runtime-base AS runtime
+ARG VERSION=dev
+ARG VARIANT=cpu
+LABEL org.opencontainers.image.title="face-detection" \
+      org.opencontainers.image.description="Face and object detection on TorchServe 0.12.0 (${VARIANT})" \
+      org.opencontainers.image.version="${VERSION}"
+# Read-only application files (root-owned): configs, archives, and the packages the health check
+# imports (scripts.client uses handlers.schema).
+COPY --from=archives /src/conf/ /opt/model-server/
+COPY --from=archives /src/model-store/ /opt/model-server/model-store/
+COPY handlers /opt/model-server/handlers
+COPY scripts /opt/model-server/scripts
 USER 10001:10001
 EXPOSE 8080 8081 8082 7070 7071
 # Readiness, not /ping: every worker of every model in load_models is READY, asked through the

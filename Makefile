@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make serve   venv + Java check + archives + TorchServe in the background, waits for READY
 #   make test    venv + archives + the test suite (starts its own servers on free ports)
-# Other targets: make stop, make build, make lint, make clean.
+# Other targets: make stop, make build, make lint, make clean, make demo (browser page, docs/demo.md).
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: serve stop test test-unit build lint format clean java venv status
+.PHONY: serve stop test test-unit test-tools build lint format clean java venv status
 
 venv: $(STAMP)
 
@@ -45,8 +45,31 @@ stop:
 status:
 	@$(PY) -m scripts.server status
 
-test: java build
+# Programs the integration tests run for real, installed with apt when missing (as `java` does):
+# Prometheus + promtool (tests/integration/test_monitoring.py); Chromium and Xvfb for the browser
+# demo (tests/integration/test_demo_browser.py, driven by Playwright, which never downloads a browser).
+test-tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "promtool not found; installing Debian's prometheus with apt"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null \
+	  || { echo "could not install prometheus: run 'apt-get install prometheus' as root"; exit 1; }; }
+	@promtool --version 2>&1 | head -1
+	@{ test -x /usr/bin/chromium && command -v Xvfb >/dev/null 2>&1; } || { \
+	  echo "chromium or Xvfb not found; installing Debian's chromium and xvfb with apt"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium xvfb >/dev/null \
+	  || { echo "could not install chromium: run 'apt-get install chromium xvfb' as root"; exit 1; }; }
+	@/usr/bin/chromium --version 2>/dev/null | head -1
+
+test: java test-tools build
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Browser page for the live camera, next to a running `make serve` (docs/demo.md); prints the URL.
+DEMO_PORT ?= 8090
+.PHONY: demo
+demo: $(STAMP)
+	$(PY) -m scripts.demo --port $(DEMO_PORT)
 
 # The fast tier alone: no server, no external program (tests/unit/).
 test-unit: $(STAMP)
@@ -129,7 +152,7 @@ drift-report: $(STAMP)
 drift-profile: build
 	rm -rf .run/drift_reference
 	$(PY) -m scripts.drift.images reference .run/drift_reference --count 120 --seed 0
-	$(PY) -m scripts.drift.profile images .run/drift_reference --out monitoring/reference_profile.json
+	$(PY) -m scripts.drift.profile images .run/drift_reference --out monitoring/reference_profile.json --force
 
 # Soak (docs/reliability.md; not part of make test): 10 minutes at concurrency 8 on face_detector 2.0
 # with 100 malformed requests mixed in; fails on any failed good request or > 50 MB memory growth of

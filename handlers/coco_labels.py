@@ -6,6 +6,8 @@ the names equal ``weights.meta["categories"]`` of torchvision's COCO_V1 detectio
 
 from __future__ import annotations
 
+__all__ = ["COCO_CATEGORIES"]
+
 COCO_CATEGORIES: tuple[str, ...] = (
     "__background__",
     "person",

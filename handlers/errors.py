@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["InputError", "REASON_BAD_REQUEST", "REASON_DECODE", "REASON_TOO_LARGE", "REASON_UNSUPPORTED"]
+
 # Reason labels are stable: they appear in error bodies, logs and the error counters.
 REASON_BAD_REQUEST = "bad_request"
 REASON_DECODE = "decode"

@@ -3,35 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from handlers.config import BACKENDS, RetinaFaceConfig
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.ts_adapter import DetectionHandler
 
-WEIGHTS_FILE = "retinaface_mobile0.25.pt"
-ONNX_FILE = "retinaface_mobile0.25.onnx"
-BACKENDS = ("auto", "eager", "onnxruntime")
+__all__ = ["BACKENDS", "ONNX_FILE", "WEIGHTS_FILE", "RetinaFaceHandler"]
+
+WEIGHTS_FILE = RetinaFaceConfig.weights
+ONNX_FILE = RetinaFaceConfig.onnx
 
 
 class RetinaFaceHandler(DetectionHandler):
+    config_type = RetinaFaceConfig
+
     def build_detector(
-        self, model_dir: Path, device: torch.device, section: dict[str, Any]
+        self, model_dir: Path, device: torch.device, config: RetinaFaceConfig
     ) -> RetinaFaceDetector:
-        backend = section.get("backend", "auto")
-        if backend not in BACKENDS:
-            raise ValueError(f"model-config.yaml handler.backend is {backend!r}; write one of {BACKENDS}")
         # auto: onnxruntime on CPU when the archive carries the exported graph, eager PyTorch on GPU.
-        onnx = model_dir / section.get("onnx", ONNX_FILE)
-        use_onnx = device.type == "cpu" and backend != "eager" and onnx.exists()
-        if backend == "onnxruntime" and not use_onnx:
+        onnx = model_dir / config.onnx
+        use_onnx = device.type == "cpu" and config.backend != "eager" and onnx.exists()
+        if config.backend == "onnxruntime" and not use_onnx:
             raise ValueError(f"handler.backend is onnxruntime but {onnx.name} is missing or a GPU serves")
         return RetinaFaceDetector(
-            model_dir / section.get("weights", WEIGHTS_FILE),
+            model_dir / config.weights,
             device,
-            fp16=bool(section.get("fp16", True)),
-            channels_last=bool(section.get("channels_last", True)),
+            fp16=config.fp16,
+            channels_last=config.channels_last,
             onnx=onnx if use_onnx else None,
-            onnx_memory_arena=bool(section.get("onnx_memory_arena", True)),
+            onnx_memory_arena=config.onnx_memory_arena,
         )

@@ -29,6 +29,18 @@ import torch
 
 from handlers.schema import Detection
 
+__all__ = [
+    "GREY_WEIGHTS",
+    "INPUT_FEATURES",
+    "OUTPUT_FEATURES",
+    "PER_DETECTION",
+    "WORK_SIDE",
+    "grey_thumbnail",
+    "image_size",
+    "input_features",
+    "output_features",
+]
+
 WORK_SIDE = 256  # longest side of the grey copy the input statistics are computed on
 INPUT_FEATURES = ("width", "height", "brightness", "contrast", "sharpness")
 OUTPUT_FEATURES = ("detections", "score", "box_size")

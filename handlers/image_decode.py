@@ -12,6 +12,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handlers.errors import REASON_DECODE, REASON_TOO_LARGE, REASON_UNSUPPORTED, InputError
 
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "DecodeLimits",
+    "HIGH_BIT_MODES",
+    "decode_image",
+    "decode_probed",
+    "probe_image",
+]
+
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
@@ -21,23 +30,6 @@ class DecodeLimits:
     max_pixels: int = 40_000_000  # width * height; 4K frames are 8.3 MP
     max_side: int = 10_000  # longest side in pixels
     formats: tuple[str, ...] = ACCEPTED_FORMATS
-
-    @classmethod
-    def from_config(cls, section: dict | None) -> DecodeLimits:
-        section = section or {}
-        limits = cls(
-            max_pixels=int(section.get("max_image_pixels", cls.max_pixels)),
-            max_side=int(section.get("max_image_side", cls.max_side)),
-            formats=tuple(f.upper() for f in section.get("image_formats", ACCEPTED_FORMATS)),
-        )
-        unknown = set(limits.formats) - set(ACCEPTED_FORMATS)
-        if unknown or limits.max_pixels < 1 or limits.max_side < 1:
-            raise ValueError(
-                f"model-config.yaml handler section: image_formats must be a subset of "
-                f"{list(ACCEPTED_FORMATS)} (got unknown {sorted(unknown)}), max_image_pixels and "
-                f"max_image_side must be positive, e.g. max_image_pixels: 40000000, max_image_side: 10000"
-            )
-        return limits
 
 
 def probe_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:

@@ -39,6 +39,27 @@ from handlers.errors import InputError
 from handlers.features import output_features
 from handlers.schema import STAGES, DetectionResult
 
+__all__ = [
+    "BATCH_SIZE",
+    "DETECTIONS",
+    "ERRORS",
+    "FEATURE_LOG_BYTES",
+    "FeatureLog",
+    "HandlerMetrics",
+    "INPUT",
+    "MAX_SCORE_SAMPLES",
+    "MODEL_DIMS",
+    "MetricSpec",
+    "REQUEST_LATENCY",
+    "SCORE_GAP",
+    "SPECS",
+    "STAGE_LATENCY",
+    "WORKER_STARTS",
+    "enabled",
+    "feature_log_dir",
+    "feature_record",
+]
+
 log = logging.getLogger(__name__)
 
 MODEL_DIMS = ["model_name", "model_version"]

@@ -24,6 +24,28 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, nms
 
+__all__ = [
+    "CHUNK",
+    "Candidates",
+    "CascadeConfig",
+    "FINAL_MIN_OVERLAP",
+    "MTCNN",
+    "ONet",
+    "PNET_STRIDE",
+    "PNET_WINDOW",
+    "PNet",
+    "PROPOSAL_NMS",
+    "PROPOSAL_NMS_PER_SCALE",
+    "RNet",
+    "crop_resize",
+    "finalize",
+    "min_overlap_nms",
+    "normalise",
+    "pyramid_scales",
+    "regress",
+    "square",
+]
+
 PNET_WINDOW = 12  # P-Net's receptive field in pixels of a pyramid level
 PNET_STRIDE = 2  # one P-Net output cell per 2 pixels of a pyramid level
 RNET_SIZE, ONET_SIZE = 24, 48  # crop sides fed to R-Net and O-Net
@@ -35,37 +57,12 @@ CHUNK = 512  # crops per R-Net / O-Net forward pass: bounds memory on crowded im
 
 @dataclass(frozen=True)
 class CascadeConfig:
+    """Cascade settings; read and bounded from model-config.yaml by handlers/config.py (MTCNNConfig)."""
+
     min_face_size: int = 20  # smallest face searched for, in network pixels
     pyramid_factor: float = 0.709  # ratio between pyramid levels (area halves every 2 levels)
     pnet_threshold: float = 0.6  # P-Net face probability to keep a proposal
     rnet_threshold: float = 0.7  # R-Net face probability to keep a candidate
-
-    @classmethod
-    def from_section(cls, section: dict | None) -> CascadeConfig:
-        """Read and validate model-config.yaml's ``handler:`` keys; ValueError says what to write."""
-        section = section or {}
-        try:
-            config = cls(
-                min_face_size=int(section.get("min_face_size", cls.min_face_size)),
-                pyramid_factor=float(section.get("pyramid_factor", cls.pyramid_factor)),
-                pnet_threshold=float(section.get("pnet_threshold", cls.pnet_threshold)),
-                rnet_threshold=float(section.get("rnet_threshold", cls.rnet_threshold)),
-            )
-        except (TypeError, ValueError):
-            config = None
-        if (
-            config is None
-            or not PNET_WINDOW <= config.min_face_size <= 1000
-            or not 0.3 <= config.pyramid_factor <= 0.95
-            or not 0.0 <= config.pnet_threshold <= 1.0
-            or not 0.0 <= config.rnet_threshold <= 1.0
-        ):
-            raise ValueError(
-                "model-config.yaml handler section: MTCNN settings out of range. Valid values look like:\n"
-                "handler:\n  min_face_size: 20      # [12, 1000]\n  pyramid_factor: 0.709  # [0.3, 0.95]\n"
-                "  pnet_threshold: 0.6    # [0, 1]\n  rnet_threshold: 0.7    # [0, 1]"
-            )
-        return config
 
 
 def _flatten_whc(x: torch.Tensor) -> torch.Tensor:

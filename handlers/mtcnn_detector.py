@@ -6,14 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from handlers.geometry import shrink_array, unshrink
 from handlers.mtcnn import MTCNN, Candidates, CascadeConfig, finalize
 from handlers.pipeline import Detector
 from handlers.schema import Detection
 from handlers.settings import DetectorSettings
+
+__all__ = ["MTCNNDetector", "PreparedImage"]
 
 LABEL = "face"
 
@@ -41,19 +43,12 @@ class MTCNNDetector(Detector):
 
     def preprocess(self, image: np.ndarray, settings: DetectorSettings) -> PreparedImage:
         height, width = image.shape[:2]
-        scale = min(1.0, settings.inference_size / max(height, width))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        image, scale = shrink_array(image, settings.inference_size)
         tensor = torch.tensor(image).permute(2, 0, 1)  # (3, h, w), a copy: decoded arrays may be read-only
         return PreparedImage(tensor, scale, width, height)
 
     def infer(self, prepared: list[PreparedImage]) -> list[Candidates]:
         return self.model([item.tensor.to(self.device, torch.float32) for item in prepared])
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def postprocess(
@@ -63,10 +58,8 @@ class MTCNNDetector(Detector):
         if not len(found.scores):
             return []
         # Back to original pixels, clipped to the image.
-        limits = torch.tensor([prepared.width, prepared.height], device=found.boxes.device)
-        boxes = (found.boxes / prepared.scale).reshape(-1, 2, 2).clamp(min=0)
-        boxes = torch.minimum(boxes, limits).reshape(-1, 4).cpu().numpy()
-        points = torch.minimum((found.landmarks / prepared.scale).clamp(min=0), limits).cpu().numpy()
+        boxes = unshrink(found.boxes, prepared.scale, prepared.width, prepared.height).cpu().numpy()
+        points = unshrink(found.landmarks, prepared.scale, prepared.width, prepared.height).cpu().numpy()
         scores = found.scores.cpu().numpy()
         return [
             Detection(LABEL, float(s), tuple(b.tolist()), [tuple(p) for p in pts.tolist()])

@@ -27,10 +27,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from handlers.geometry import to_original
 from handlers.object_models import ObjectModelConfig, load_model
 from handlers.pipeline import Detector
 from handlers.schema import Detection
 from handlers.settings import DetectorSettings
+
+__all__ = ["PreparedImage", "PrescaledTransform", "TorchvisionDetector"]
 
 
 class PrescaledTransform(GeneralizedRCNNTransform):
@@ -114,15 +117,9 @@ class TorchvisionDetector(Detector):
     ) -> list[Detection]:
         scores = raw["scores"].float().cpu()
         order = scores.argsort(descending=True, stable=True)[: settings.max_detections]
-        _, net_h, net_w = prepared.tensor.shape
-        # Network pixels -> original pixels, with the ratios torchvision's resize_boxes uses.
-        ratio_w = torch.tensor(prepared.width, dtype=torch.float32) / torch.tensor(net_w, dtype=torch.float32)
-        ratio_h = torch.tensor(prepared.height, dtype=torch.float32) / torch.tensor(
-            net_h, dtype=torch.float32
-        )
-        boxes = raw["boxes"].float().cpu()[order] * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h])
-        limits = torch.tensor([prepared.width, prepared.height] * 2, dtype=torch.float32)
-        boxes = torch.minimum(boxes.clamp(min=0), limits)
+        # Network pixels -> original pixels, with the ratios torchvision's resize_boxes uses, clipped.
+        network_hw = tuple(prepared.tensor.shape[1:])
+        boxes = to_original(raw["boxes"].float().cpu()[order], network_hw, prepared.width, prepared.height)
         labels = self.config.labels
         return [
             Detection(
@@ -135,7 +132,3 @@ class TorchvisionDetector(Detector):
                 scores[order].tolist(), boxes.tolist(), raw["labels"].cpu()[order].tolist()
             )
         ]
-
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

@@ -4,20 +4,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from handlers.config import ObjectDetectorConfig
 from handlers.object_detector import TorchvisionDetector
-from handlers.object_models import ObjectModelConfig
 from handlers.ts_adapter import DetectionHandler
 
-WEIGHTS_FILE = "object_detector.pt"
+__all__ = ["WEIGHTS_FILE", "ObjectDetectorHandler"]
+
+WEIGHTS_FILE = ObjectDetectorConfig.weights
 
 
 class ObjectDetectorHandler(DetectionHandler):
+    config_type = ObjectDetectorConfig
+
     def build_detector(
-        self, model_dir: Path, device: torch.device, section: dict[str, Any]
+        self, model_dir: Path, device: torch.device, config: ObjectDetectorConfig
     ) -> TorchvisionDetector:
-        config = ObjectModelConfig.from_section(section)  # fails fast with the fix in the message
-        return TorchvisionDetector(config, model_dir / section.get("weights", WEIGHTS_FILE), device)
+        return TorchvisionDetector(config.model(), model_dir / config.weights, device)

@@ -21,7 +21,20 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum, detection
 
-from handlers.coco_labels import COCO_CATEGORIES
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "COCO_LABELS",
+    "MIN_SIZE_RANGE",
+    "ObjectModelConfig",
+    "SHOWN_KEYS",
+    "WeightsError",
+    "build_model",
+    "expected_shapes",
+    "load_model",
+    "read_state_dict",
+    "weights_mismatch",
+]
 
 COCO_LABELS = "coco"
 MIN_SIZE_RANGE = (32, 2048)
@@ -72,7 +85,8 @@ class WeightsError(ValueError):
 
 @dataclass(frozen=True)
 class ObjectModelConfig:
-    """The model part of the ``handler:`` section (thresholds live in handlers/settings.py)."""
+    """The model part of the ``handler:`` section, read and checked by handlers/config.py
+    (ObjectDetectorConfig.model); thresholds live in handlers/settings.py."""
 
     architecture: str
     labels: tuple[str, ...]  # one name per class index the model outputs (0 = background)
@@ -81,35 +95,6 @@ class ObjectModelConfig:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> ObjectModelConfig:
-        """Validate the section at worker start (or at build time); ValueError says what to write."""
-        name = section.get("architecture")
-        if name not in ARCHITECTURES:
-            raise ValueError(
-                f"model-config.yaml handler.architecture is {name!r}; "
-                f"write one of: {', '.join(ARCHITECTURES)}"
-            )
-        labels = section.get("labels", COCO_LABELS)
-        if labels == COCO_LABELS:
-            labels = COCO_CATEGORIES
-        elif not (isinstance(labels, list) and len(labels) >= 2 and all(_is_name(x) for x in labels)):
-            raise ValueError(
-                "model-config.yaml handler.labels must be 'coco' or a list of at least 2 non-empty names, "
-                "one per class index with the background first, e.g. labels: [__background__, cat, dog]"
-            )
-        min_size = section.get("min_size", ARCHITECTURES[name].min_size)
-        if not (isinstance(min_size, int) and MIN_SIZE_RANGE[0] <= min_size <= MIN_SIZE_RANGE[1]):
-            raise ValueError(
-                f"model-config.yaml handler.min_size must be a whole number in {list(MIN_SIZE_RANGE)} "
-                f"(short side fed to the network), got {min_size!r}; torchvision's value is 800"
-            )
-        return cls(name, tuple(str(x) for x in labels), min_size)
-
-
-def _is_name(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) and bool(str(value).strip())
 
 
 def build_model(architecture: str, num_classes: int, device: str | torch.device = "cpu") -> nn.Module:

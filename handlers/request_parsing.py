@@ -18,6 +18,8 @@ from typing import Any
 from handlers.errors import InputError
 from handlers.settings import SETTING_NAMES
 
+__all__ = ["BODY_KEYS", "JSON_IMAGE_KEY", "ParsedRequest", "parse_request"]
+
 BODY_KEYS = ("body", "data")
 JSON_IMAGE_KEY = "image"
 

@@ -18,6 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = [
+    "ANCHORS_PER_LOCATION",
+    "ConvBlock",
+    "DepthwiseSeparable",
+    "FPN",
+    "LEAKY_SLOPE",
+    "MobileNetV1x025",
+    "RetinaFace",
+    "SSH",
+]
+
 LEAKY_SLOPE = 0.1  # every activation of mobile0.25 (its channel counts are all <= 64 in FPN/SSH)
 ANCHORS_PER_LOCATION = 2
 

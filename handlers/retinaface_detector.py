@@ -8,16 +8,27 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.ops import nms
 
+from handlers.geometry import shrink_array, shrink_tensor, unshrink
 from handlers.pipeline import Detector
 from handlers.retinaface import RetinaFace
 from handlers.schema import Detection
 from handlers.settings import DetectorSettings
+
+__all__ = [
+    "ANCHOR_SIZES",
+    "PAD_MULTIPLE",
+    "STRIDES",
+    "OnnxRuntimeForward",
+    "PreparedImage",
+    "RetinaFaceDetector",
+    "anchor_grid",
+    "decode_boxes",
+    "decode_landmarks",
+]
 
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 STRIDES = (8, 16, 32)
@@ -119,18 +130,11 @@ class RetinaFaceDetector(Detector):
             self.memory_format = torch.contiguous_format
         self._mean = torch.tensor(MEAN_BGR, device=self.device).view(3, 1, 1)
 
-    def synchronize(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
     def preprocess(self, image: np.ndarray | torch.Tensor, settings: DetectorSettings) -> PreparedImage:
         if isinstance(image, torch.Tensor):
             return self._preprocess_tensor(image, settings)
         height, width = image.shape[:2]
-        scale = min(1.0, settings.inference_size / max(height, width))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        image, scale = shrink_array(image, settings.inference_size)
         h, w = image.shape[:2]
         canvas_h, canvas_w = _canvas_size(h, w)
         # Zero after mean subtraction == the convolutions' own zero padding at the first layer.
@@ -142,11 +146,7 @@ class RetinaFaceDetector(Detector):
     def _preprocess_tensor(self, image: torch.Tensor, settings: DetectorSettings) -> PreparedImage:
         """The same steps on a decoded (3, H, W) uint8 tensor, on whatever device holds it."""
         _, height, width = image.shape
-        scale = min(1.0, settings.inference_size / max(height, width))
-        x = image.unsqueeze(0).float()  # (1, 3, H, W) RGB
-        if scale < 1.0:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        x, scale = shrink_tensor(image.unsqueeze(0).float(), settings.inference_size)  # (1, 3, h, w) RGB
         h, w = x.shape[-2:]
         canvas_h, canvas_w = _canvas_size(h, w)
         mean = self._mean.to(x.device)
@@ -189,10 +189,8 @@ class RetinaFaceDetector(Detector):
         scores = scores[top]
         kept = nms(boxes, scores, settings.nms_iou)[: settings.max_detections]  # sorted by score
         # Back to original pixels, clipped to the image.
-        limits = torch.tensor([prepared.width, prepared.height], device=boxes.device)
-        boxes = (boxes[kept] / prepared.scale).reshape(-1, 2, 2).clamp(min=0)
-        boxes = torch.minimum(boxes, limits).reshape(-1, 4).cpu().numpy()
-        points = torch.minimum((points[kept] / prepared.scale).clamp(min=0), limits).cpu().numpy()
+        boxes = unshrink(boxes[kept], prepared.scale, prepared.width, prepared.height).cpu().numpy()
+        points = unshrink(points[kept], prepared.scale, prepared.width, prepared.height).cpu().numpy()
         scores = scores[kept].cpu().numpy()
         return [
             Detection(LABEL, float(s), tuple(b.tolist()), [tuple(p) for p in pts.tolist()])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = ["COORD_DECIMALS", "Detection", "DetectionResult", "SCORE_DECIMALS", "STAGES"]
+
 STAGES = ("decode", "preprocess", "inference", "postprocess")
 COORD_DECIMALS = 2
 SCORE_DECIMALS = 5

@@ -1,7 +1,8 @@
 """Detector thresholds: defaults from model-config.yaml's ``handler:`` section, per-request overrides.
 
 Every setting has bounds. A bad value in model-config.yaml stops the worker at start with a message
-that says what to write instead; a bad per-request override is that request's 400.
+that says what to write instead (handlers/config.py checks the section against this BOUNDS table);
+a bad per-request override is that request's 400.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from handlers.errors import InputError
+
+__all__ = ["BOUNDS", "SETTING_NAMES", "Bound", "DetectorSettings"]
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,3 @@ def _coerce(name: str, value: Any) -> float | int:
     if not bound.low <= number <= bound.high:
         raise InputError(f"{name}={value} is outside [{bound.low}, {bound.high}] ({bound.doc})")
     return number
-
-
-def settings_from_config(section: dict[str, Any] | None) -> DetectorSettings:
-    """Validate the ``handler:`` section of model-config.yaml at start; raise ValueError with the fix."""
-    known = {k: v for k, v in (section or {}).items() if k in SETTING_NAMES}
-    try:
-        return DetectorSettings().with_overrides(known)
-    except InputError as err:
-        example = "\n".join(f"  {k}: {v}" for k, v in DetectorSettings().to_json().items())
-        raise ValueError(
-            f"model-config.yaml handler section: {err.message}. A valid section looks like:\n"
-            f"handler:\n{example}"
-        ) from None

@@ -13,6 +13,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from handlers.errors import REASON_DECODE, InputError
 
+__all__ = ["decode_jpegs"]
+
 
 def decode_jpegs(payloads: list[bytes], device: torch.device | str) -> list[torch.Tensor | InputError]:
     """JPEG bytes -> RGB uint8 (3, H, W) tensors on ``device`` (EXIF orientation applied), or the

@@ -1,7 +1,8 @@
 """TorchServe lifecycle around a :class:`~handlers.pipeline.DetectionPipeline`.
 
-initialize(context): read model-config.yaml's ``handler:`` section, validate it, pick the device,
-                     load the weights (weights_only=True) -> one pipeline per worker.
+initialize(context): validate model-config.yaml's whole ``handler:`` section against the family's
+                     typed config (handlers/config.py), pick the device, load the weights
+                     (weights_only=True) -> one pipeline per worker.
 handle(data, context): one outcome per request, same length as ``data``; a bad request gets its own
                      4xx through ``context.set_response_status`` while the rest of the batch succeeds.
 """
@@ -17,11 +18,20 @@ from typing import Any
 import torch
 
 from handlers import metrics as handler_metrics
+from handlers.config import HandlerConfig
 from handlers.errors import InputError
 from handlers.features import input_features
-from handlers.image_decode import DecodeLimits
 from handlers.pipeline import DetectionPipeline, Detector
-from handlers.settings import SETTING_NAMES, settings_from_config
+from handlers.settings import SETTING_NAMES
+
+__all__ = [
+    "SETTING_HEADERS",
+    "DetectionHandler",
+    "configure_threads",
+    "header_overrides",
+    "select_device",
+    "tensor_decode_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,50 +57,48 @@ def select_device(gpu_id: int | str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def configure_threads(section: dict[str, Any]) -> None:
+def configure_threads(threads: int) -> None:
     """``torch_threads`` (0 = torch's default) bounds intra-op threads per worker."""
-    threads = int(section.get("torch_threads", 0))
-    if threads < 0:
-        raise ValueError("model-config.yaml handler.torch_threads must be >= 0 (0 = torch default)")
     if threads:
         torch.set_num_threads(threads)
 
 
-def tensor_decode_device(device: torch.device, section: dict[str, Any]) -> torch.device | None:
-    """nvJPEG batch decoding when a GPU serves this worker and ``gpu_jpeg_decode`` allows it."""
-    return device if device.type == "cuda" and section.get("gpu_jpeg_decode", True) else None
+def tensor_decode_device(device: torch.device, config: HandlerConfig) -> torch.device | None:
+    """nvJPEG batch decoding when a GPU serves this worker and the family's config allows it
+    (``gpu_jpeg_decode``; only detectors that take tensors have the key)."""
+    return device if device.type == "cuda" and config.tensor_decode else None
 
 
 class DetectionHandler:
-    """Base for the served models: subclasses only say how to build their Detector."""
+    """Base for the served models: subclasses name their typed config and build their Detector."""
+
+    config_type: type[HandlerConfig] = HandlerConfig
 
     def __init__(self) -> None:
         self.initialized = False
         self.pipeline: DetectionPipeline | None = None
         self.metrics: handler_metrics.HandlerMetrics | None = None
 
-    def build_detector(self, model_dir: Path, device: torch.device, section: dict[str, Any]) -> Detector:
+    def build_detector(self, model_dir: Path, device: torch.device, config: Any) -> Detector:
+        """``config`` is an instance of this handler's ``config_type``."""
         raise NotImplementedError
 
     def initialize(self, context: Any) -> None:
         props = context.system_properties
         model_dir = Path(props["model_dir"])
-        section = dict((context.model_yaml_config or {}).get("handler") or {})
-        defaults = settings_from_config(section)  # fails fast with the fix in the message
-        limits = DecodeLimits.from_config(section)
-        configure_threads(section)
+        # The whole section at once: an unknown key, a wrong type or a value out of bounds stops the
+        # worker here with the fix in the message (ConfigError, a ValueError).
+        config = self.config_type.from_section((context.model_yaml_config or {}).get("handler"))
+        configure_threads(config.torch_threads)
         device = select_device(props.get("gpu_id"))
         manifest = context.manifest.get("model", {})
         self.pipeline = DetectionPipeline(
-            self.build_detector(model_dir, device, section),
+            self.build_detector(model_dir, device, config),
             model_name=manifest.get("modelName", context.model_name),
             version=str(manifest.get("modelVersion", "")),
-            defaults=defaults,
-            limits=limits,
-            # nvJPEG batch decoding when a GPU serves this worker and the config allows it.
-            tensor_decode_device=device
-            if device.type == "cuda" and section.get("gpu_jpeg_decode", True)
-            else None,
+            defaults=config.settings(),
+            limits=config.decode_limits(),
+            tensor_decode_device=tensor_decode_device(device, config),
             # Input statistics for monitoring (handlers/metrics.py); off with DETECTION_METRICS=off.
             features=input_features if handler_metrics.enabled() else None,
         )
@@ -105,7 +113,7 @@ class DetectionHandler:
             self.pipeline.version,
             device,
             os.getpid(),
-            defaults,
+            self.pipeline.defaults,
         )
         self.initialized = True
 

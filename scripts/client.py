@@ -1,10 +1,9 @@
 """The one client library every tool here uses to talk to TorchServe.
 
-Endpoints come from ``config.properties`` at the repository root, overridden by environment
-variables (TS_INFERENCE_URL, TS_MANAGEMENT_URL, TS_METRICS_URL). Tokens come from ``key_file.json``
-(TS_KEY_FILE to point elsewhere; TS_INFERENCE_KEY / TS_MANAGEMENT_KEY / TS_API_KEY to pass keys
-directly). Inference and management keys expire after ``token_expiration_min``; on a token failure
-the client asks the management API for a new key with the API key and retries once.
+Endpoints and tokens come from :mod:`scripts.config` (``config.properties`` at the repository root,
+``key_file.json``, TS_* environment overrides); the names are importable from here too. Inference
+and management keys expire after ``token_expiration_min``; on a token failure the client asks the
+management API for a new key with the API key and retries once.
 
 Errors are typed and readable: ServerUnavailable (nothing listening / timed out), AuthError (no
 valid token), ModelNotReady (unknown model or no worker), RequestRejected (the handler's 4xx).
@@ -19,10 +18,7 @@ so a repeat is safe. Nothing else is retried: 4xx, 500 ("Worker died.") and 507 
 from __future__ import annotations
 
 import io
-import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,108 +26,38 @@ import numpy as np
 import requests
 
 from handlers.schema import DetectionResult
-from scripts.paths import REPO
+from scripts.config import (
+    KEY_KINDS,
+    TOKEN_ERROR_TYPE,
+    AuthError,
+    ClientError,
+    Endpoints,
+    ModelNotReady,
+    RequestRejected,
+    ServerUnavailable,
+    TokenStore,
+    is_token_failure,
+)
 
-TOKEN_ERROR_TYPE = "InvalidKeyException"
-KEY_KINDS = ("inference", "management", "API")
+__all__ = [
+    "KEY_KINDS",
+    "TOKEN_ERROR_TYPE",
+    "AuthError",
+    "BaseClient",
+    "ClientError",
+    "DetectionClient",
+    "Endpoints",
+    "ImageInput",
+    "ManagementClient",
+    "ModelNotReady",
+    "RequestRejected",
+    "ServerUnavailable",
+    "TokenStore",
+    "encode_image",
+    "raise_for_error",
+]
 
 ImageInput = bytes | bytearray | str | Path | np.ndarray
-
-
-class ClientError(Exception):
-    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class ServerUnavailable(ClientError):
-    """Nothing answers at the endpoint, or it did not answer in time."""
-
-
-class AuthError(ClientError):
-    """No valid token, even after trying to renew it."""
-
-
-class ModelNotReady(ClientError):
-    """The model is unknown to the server or has no worker to serve it."""
-
-
-class RequestRejected(ClientError):
-    """The server refused this request (4xx): ``status`` and the handler's message."""
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    inference: str
-    management: str
-    metrics: str
-    grpc_inference: str = "127.0.0.1:7070"
-
-    @classmethod
-    def from_properties(cls, props: dict[str, str], env: dict[str, str] | None = None) -> Endpoints:
-        env = os.environ if env is None else env
-        grpc_host = props.get("grpc_inference_address", "127.0.0.1")
-        grpc_port = props.get("grpc_inference_port", "7070")
-        return cls(
-            inference=env.get("TS_INFERENCE_URL", props.get("inference_address", "http://127.0.0.1:8080")),
-            management=env.get("TS_MANAGEMENT_URL", props.get("management_address", "http://127.0.0.1:8081")),
-            metrics=env.get("TS_METRICS_URL", props.get("metrics_address", "http://127.0.0.1:8082")),
-            grpc_inference=env.get("TS_GRPC_ADDRESS", f"{grpc_host}:{grpc_port}"),
-        )
-
-    @classmethod
-    def default(cls) -> Endpoints:
-        from scripts.server import read_properties
-
-        config = REPO / "config.properties"
-        return cls.from_properties(read_properties(config) if config.exists() else {})
-
-
-class TokenStore:
-    """Keys from key_file.json or the environment, renewed through the API key on expiry."""
-
-    def __init__(self, key_file: Path | str | None, endpoints: Endpoints, timeout: float = 10.0) -> None:
-        self.key_file = Path(key_file or os.environ.get("TS_KEY_FILE", REPO / "key_file.json"))
-        self.endpoints = endpoints
-        self.timeout = timeout
-        # `torchserve --stop` deletes key_file.json before the frontend is gone: keep the last key
-        # read, so that a request racing a shutdown fails as ServerUnavailable, not as AuthError.
-        self._last: dict[str, str] = {}
-
-    def get(self, kind: str) -> str | None:
-        env_key = os.environ.get(f"TS_{kind.upper()}_KEY")
-        if env_key:
-            return env_key
-        try:
-            key = json.loads(self.key_file.read_text())[kind]["key"]
-        except (FileNotFoundError, KeyError, ValueError):
-            return self._last.get(kind)
-        self._last[kind] = key
-        return key
-
-    def refresh(self, kind: str) -> str:
-        """Ask TorchServe for a new ``kind`` key (it rewrites key_file.json) and return it."""
-        api_key = self.get("API")
-        if api_key is None:
-            raise AuthError(f"token for {kind} rejected and no API key to renew it ({self.key_file})")
-        try:
-            response = requests.get(
-                f"{self.endpoints.management}/token",
-                params={"type": kind},
-                headers={"Authorization": f"Bearer {api_key}"},
-                timeout=self.timeout,
-            )
-        except requests.RequestException as err:
-            raise ServerUnavailable(f"cannot renew the {kind} token: {err}") from None
-        if response.status_code != 200:
-            raise AuthError(
-                f"renewing the {kind} token failed ({response.status_code}): {response.text.strip()}"
-            )
-        key = self.get(kind)
-        if key is None:
-            raise AuthError(f"renewed the {kind} token but cannot read it from {self.key_file}")
-        return key
 
 
 class _Api:
@@ -183,10 +109,7 @@ def _body(response: requests.Response) -> Any:
 
 
 def _is_token_failure(response: requests.Response) -> bool:
-    if response.status_code not in (400, 401, 403):
-        return False
-    body = _body(response)
-    return isinstance(body, dict) and body.get("type") == TOKEN_ERROR_TYPE
+    return is_token_failure(response.status_code, _body(response))
 
 
 def raise_for_error(response: requests.Response, what: str) -> None:
@@ -217,8 +140,33 @@ def encode_image(image: ImageInput, quality: int = 90) -> tuple[bytes, str]:
     raise TypeError(f"cannot send {type(image).__name__}; pass bytes, a path or a numpy image")
 
 
-class DetectionClient:
-    """Inference: send one image, get a :class:`DetectionResult` back."""
+class BaseClient:
+    """What both clients share: endpoints, a token store and one keep-alive session to one API.
+
+    ``KIND`` names the API: the :class:`Endpoints` field it talks to and the key it sends.
+    """
+
+    KIND = "inference"
+
+    def __init__(
+        self,
+        endpoints: Endpoints | None = None,
+        tokens: TokenStore | None = None,
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.endpoints = endpoints or Endpoints.default()
+        self.tokens = tokens or TokenStore(None, self.endpoints)
+        self.api = _Api(getattr(self.endpoints, self.KIND), self.KIND, self.tokens, timeout, session)
+
+
+class DetectionClient(BaseClient):
+    """Inference: send one image, get a :class:`DetectionResult` back.
+
+    Example: ``DetectionClient(retries=2).detect("photo.jpg", score_threshold=0.8).detections``
+    """
+
+    KIND = "inference"
 
     def __init__(
         self,
@@ -233,9 +181,7 @@ class DetectionClient:
             raise ValueError(
                 f"retries and backoff must be >= 0 (got {retries}, {backoff}), e.g. retries=2, backoff=0.5"
             )
-        self.endpoints = endpoints or Endpoints.default()
-        self.tokens = tokens or TokenStore(None, self.endpoints)
-        self.api = _Api(self.endpoints.inference, "inference", self.tokens, timeout, session)
+        super().__init__(endpoints, tokens, timeout, session)
         self.retries = retries  # extra attempts after ServerUnavailable or 503 (module docstring)
         self.backoff = backoff  # seconds before the first retry, doubled for each further one
 
@@ -276,19 +222,10 @@ class DetectionClient:
         return response.json().get("status", "")
 
 
-class ManagementClient:
+class ManagementClient(BaseClient):
     """Management API: list, describe, readiness, default version, scaling."""
 
-    def __init__(
-        self,
-        endpoints: Endpoints | None = None,
-        tokens: TokenStore | None = None,
-        timeout: float = 30.0,
-        session: requests.Session | None = None,
-    ) -> None:
-        self.endpoints = endpoints or Endpoints.default()
-        self.tokens = tokens or TokenStore(None, self.endpoints)
-        self.api = _Api(self.endpoints.management, "management", self.tokens, timeout, session)
+    KIND = "management"
 
     def _json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
         response = self.api.request(method, path, **kwargs)

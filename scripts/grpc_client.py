@@ -7,7 +7,7 @@ pipeline their requests on the one connection.
 
 What TorchServe 0.12.0 does over gRPC (checked against a running server; see docs/streaming.md):
 - the token travels as ``authorization: Bearer <key>`` metadata; a bad or expired key is
-  PERMISSION_DENIED: the key is renewed through :class:`~scripts.client.TokenStore` and the call
+  PERMISSION_DENIED: the key is renewed through :class:`~scripts.config.TokenStore` and the call
   retried once;
 - a request the handler rejects (bad image, bad setting) still ends with status OK: the prediction
   bytes hold the handler's error JSON ``{"code", "type", "message"}``, turned into RequestRejected;
@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from handlers.schema import DetectionResult
-from scripts.client import (
+from scripts.config import (
     AuthError,
     ClientError,
     Endpoints,
@@ -36,6 +36,8 @@ from scripts.client import (
     TokenStore,
 )
 from scripts.packaging.grpc_stubs import OUT as STUBS_DIR
+
+__all__ = ["CHANNEL_OPTIONS", "MAX_MESSAGE_BYTES", "GrpcDetectionClient", "load_stubs"]
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # matches max_request_size / max_response_size in config.properties
 CHANNEL_OPTIONS = (

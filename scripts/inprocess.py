@@ -36,6 +36,8 @@ import yaml
 from handlers.errors import InputError
 from handlers.schema import DetectionResult
 
+__all__ = ["MANIFEST", "ArchiveError", "ArchivedModel", "gpu_for", "read_manifest", "read_model_config"]
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -177,10 +179,12 @@ class ArchivedModel:
         return [self._convert(outcome) for outcome in self.pipeline.process(requests)]
 
     def detect_bytes(self, data: bytes, **overrides: Any) -> DetectionResult:
-        outcome = self.process([{"body": data, **overrides}])[0]
-        if isinstance(outcome, InputError):
-            raise outcome
-        return outcome
+        """The archive pipeline's ``detect_bytes``, its result or InputError in this process's types."""
+        try:
+            outcome = self.pipeline.detect_bytes(data, **overrides)
+        except self._input_error as err:
+            raise self._convert(err) from None
+        return self._convert(outcome)
 
     def _convert(self, outcome: Any) -> DetectionResult | InputError:
         if isinstance(outcome, (self._input_error, InputError)):

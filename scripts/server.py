@@ -6,7 +6,8 @@ lands there) and as TMPDIR (TorchServe keeps its pid file in the temp dir, so se
 run side by side). `make serve` uses the repository root, so ``key_file.json`` sits next to this README.
 
 Readiness is "every worker of every loaded model is READY" from the management API: ``/ping`` says
-Healthy while workers are still crash-looping.
+Healthy while workers are still crash-looping. Properties files are read with
+:func:`scripts.config.read_properties` (also importable from here).
 """
 
 from __future__ import annotations
@@ -22,21 +23,33 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.client import ClientError, Endpoints, ManagementClient, TokenStore
+from scripts.client import ManagementClient
+from scripts.config import DEFAULT_CONFIG, ClientError, Endpoints, TokenStore, read_properties
 from scripts.paths import REPO
+from scripts.versions import ModelAdmin, ServedState, restore
 
-DEFAULT_CONFIG = REPO / "config.properties"
+__all__ = [
+    "OPTIONAL_ARCHIVES",
+    "PID_FILE",
+    "Instance",
+    "free_ports",
+    "isolated_settings",
+    "launch",
+    "loaded_models",
+    "main",
+    "print_endpoints",
+    "render_config",
+    "restore_serving_state",
+    "running_pid",
+    "save_serving_state",
+    "server_env",
+    "start",
+    "stop",
+    "wait_ready",
+    "with_optional_archives",
+]
+
 PID_FILE = ".model_server.pid"
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    props: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "!")) and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
 
 
 def render_config(base: Path, out: Path, overrides: dict[str, str]) -> Path:
@@ -245,8 +258,6 @@ def print_endpoints(endpoints: Endpoints, tokens: TokenStore, models: list[str])
 
 def save_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Path, models: list[str]) -> None:
     """Record default versions and worker counts before stopping (scripts/versions.py)."""
-    from scripts.versions import ModelAdmin, ServedState
-
     try:
         state = ServedState.for_run_dir(run_dir)
         admin = ModelAdmin(endpoints, tokens, timeout=10.0)
@@ -259,8 +270,6 @@ def save_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Path, 
 
 def restore_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Path, props: dict) -> None:
     """Re-apply the default versions and worker counts saved by scripts/manage.py or the last stop."""
-    from scripts.versions import ModelAdmin, ServedState, restore
-
     try:
         state = ServedState.for_run_dir(run_dir)
         if not state.models:

@@ -22,8 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from scripts.client import ClientError, DetectionClient, ManagementClient, ModelNotReady, RequestRejected
+from scripts.latency import summarize
+from scripts.paths import IMAGE_SUFFIXES, iter_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+__all__ = [
+    "MODEL_API_OFF",
+    "STATE_FILE",
+    "Comparison",
+    "ImageAgreement",
+    "ModelAdmin",
+    "ModelState",
+    "ServedState",
+    "compare",
+    "image_files",
+    "latency_stats",
+    "loaded_versions",
+    "match_faces",
+    "restore",
+]
+
 STATE_FILE = Path(".run") / "served_state.json"
 MODEL_API_OFF = (
     "the model API is off on this instance (enable_model_api=false): register and unregister need an "
@@ -203,12 +220,11 @@ class Comparison:
 
 
 def latency_stats(values: list[float]) -> dict[str, float]:
+    """{"mean", "p50", "p90"} in ms, one decimal (scripts/latency.py); empty when no values."""
     if not values:
         return {}
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {"mean": round(statistics.fmean(values), 1), "p50": round(statistics.median(values), 1),
-            "p90": round(p90, 1)}  # fmt: skip
+    summary = summarize(values, digits=1)
+    return {key: summary[key] for key in ("mean", "p50", "p90")}
 
 
 def match_faces(boxes_a: list, boxes_b: list, iou: float) -> list[tuple[int, int]]:
@@ -231,12 +247,10 @@ def match_faces(boxes_a: list, boxes_b: list, iou: float) -> list[tuple[int, int
 
 
 def image_files(folder: Path) -> Iterator[Path]:
-    """Images directly in ``folder`` (sorted by name), lazily."""
+    """Images directly in ``folder`` (sorted by name), lazily (scripts/paths.py decides what is one)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images")
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            yield path
+    yield from iter_images(folder, recursive=False)
 
 
 def compare(
@@ -276,5 +290,5 @@ def compare(
             )
         )
     if not rows:
-        raise ClientError("no images to compare (expected .jpg, .jpeg, .png, .bmp or .webp files)")
+        raise ClientError(f"no images to compare (expected {', '.join(IMAGE_SUFFIXES)} files)")
     return Comparison(model, version_a, version_b, iou, rows)

@@ -4,3 +4,5 @@ command and ``cron.sh`` the cron wrapper with a lock.
 
     python -m scripts.batch images/ -o scores.jsonl --model face_detector --version 2.0
 """
+
+__all__ = ["cli", "output", "progress", "scorers", "selection"]

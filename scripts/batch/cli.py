@@ -19,7 +19,6 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -27,8 +26,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from string import Formatter
 from typing import IO
-
-from tqdm import tqdm
 
 from scripts.batch.output import (
     WRITERS,
@@ -38,42 +35,51 @@ from scripts.batch.output import (
     atomic_write,
     format_for,
 )
+from scripts.batch.progress import Progress, summary
 from scripts.batch.scorers import (
-    EXIT_INTERRUPTED,
-    EXIT_LOCKED,
-    EXIT_OK,
-    EXIT_SERVER_REFUSED,
-    EXIT_SOME_FAILED,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
     FatalRunError,
     InProcessScorer,
     ServerScorer,
+    find_archive,
     run_inprocess,
     run_server,
+    served_archives,
 )
 from scripts.batch.selection import BOUND_HELP, DATE_BY, DateRange, InputFile, date_range, select_files
+from scripts.cli import Exit, UsageError, add_alias, prog, run_main
 from scripts.paths import REPO
+
+__all__ = [
+    "build_parser",
+    "check_args",
+    "check_dated",
+    "expand_output",
+    "find_archive",
+    "main",
+    "make_scorer",
+    "output_lock",
+    "run",
+    "score_and_write",
+    "served_archives",
+    "state_paths",
+]
 
 log = logging.getLogger("batch_score")
 
-EXIT_CODES = f"""exit codes:
-  {EXIT_OK}    every selected input has a result row (or nothing was selected)
-  {EXIT_SOME_FAILED}    output written, but some inputs have error rows (see their reason)
-  {EXIT_USAGE}    bad arguments or settings: nothing was scored
-  {EXIT_UNREACHABLE}    TorchServe is unreachable or stopped answering: no output; rerun to resume
-  {EXIT_SERVER_REFUSED}    TorchServe answers but cannot score: token refused, model/version not loaded
-  {EXIT_LOCKED}    another run holds the lock of this output: nothing was done
-  {EXIT_INTERRUPTED}  interrupted (SIGINT/SIGTERM): no output; rerun to resume"""
-
-
-class UsageError(Exception):
-    """A problem with the arguments or settings; the message says what to write instead."""
+EXIT_CODES = f"""exit codes (the table every tool here shares: README.md, "Exit codes"):
+  {Exit.OK:<4} every selected input has a result row (or nothing was selected)
+  {Exit.FAILED_ITEMS:<4} output written, but some inputs have error rows (see their reason)
+  {Exit.USAGE:<4} bad arguments or settings, or no dated folder matched: nothing was scored
+  {Exit.UNREACHABLE:<4} TorchServe is unreachable or stopped answering: no output; rerun to resume
+  {Exit.AUTH:<4} the token was refused and could not be renewed (or the key file is missing)
+  {Exit.REFUSED:<4} TorchServe answers but cannot score: model or version not loaded
+  {Exit.LOCK_HELD:<4} another run holds the lock of this output: nothing was done
+  {Exit.INTERRUPTED:<4} interrupted (SIGINT/SIGTERM): no output; rerun to resume"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.batch",
+        prog=prog("scripts.batch"),
         description="Score images for a date range; one row per input, resumable, atomic output.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -87,34 +93,62 @@ def build_parser() -> argparse.ArgumentParser:
     dates = parser.add_argument_group("date range (local time)")
     dates.add_argument("--since", help=f"first day or moment: {BOUND_HELP}")
     dates.add_argument("--until", help="last day (whole day) or moment (exclusive), same forms")
-    dates.add_argument("--date-by", choices=DATE_BY, default="mtime", help="file mtime or dated folders")
+    dates.add_argument(
+        "--date-by", choices=DATE_BY, default="mtime",
+        help="a file's date: its mtime (default), or the dated folder it sits in (2026-11-26/ or "
+        "2026/11/26/; exit 2 when no file sits in one)",
+    )  # fmt: skip
     dates.add_argument("--ext", help="only these extensions, comma-separated (e.g. jpg,jpeg,png)")
     model = parser.add_argument_group("model")
-    model.add_argument("--mode", choices=("server", "inprocess"), default="server")
-    model.add_argument("--model", default="face_detector")
-    model.add_argument("--version", help="model version (default: the server's default / the only archive)")
+    model.add_argument(
+        "--mode", choices=("server", "inprocess"), default="server",
+        help="server: through TorchServe (default); inprocess: run the archive here, no server",
+    )  # fmt: skip
+    model.add_argument("--model", default="face_detector", help="model name (default: face_detector)")
+    model.add_argument(
+        "--version",
+        help="model version (default: the version of the output's earlier rows, else the server's "
+        "default; inprocess: the default version in config.properties' load_models)",
+    )
+    add_alias(model, "--model-version", "version")
     model.add_argument(
         "--archive", type=Path, help="inprocess: the .mar (default: <store>/<model>-<version>.mar)"
     )
     model.add_argument(
-        "--model-store", type=Path, default=REPO / "model_store", help="inprocess: archive folder"
+        "--model-store",
+        type=Path,
+        default=REPO / "model_store",
+        help="inprocess: archive folder (default: <repo>/model_store)",
     )
-    model.add_argument("--device", default="auto", help="inprocess: auto, cpu, cuda or cuda:N")
+    model.add_argument("--device", default="auto", help="inprocess: auto (default), cpu, cuda or cuda:N")
     model.add_argument(
         "--batch-size", type=int, help="inprocess: images per forward pass (default: batchSize)"
     )
     run = parser.add_argument_group("execution")
     run.add_argument(
-        "--concurrency", type=int, default=4, help="server: requests in flight; inprocess: readers"
+        "--concurrency",
+        type=int,
+        default=4,
+        help="server: requests in flight; inprocess: file readers (default: 4)",
     )
     run.add_argument("--url", help="inference address (default: config.properties / TS_INFERENCE_URL)")
-    run.add_argument("--management-url", help="management address, used to renew tokens")
-    run.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: TS_KEY_FILE or ./)")
-    run.add_argument("--timeout", type=float, default=60.0, help="server: seconds per request")
-    run.add_argument("--retries", type=int, default=2, help="server: retries of a transient failure")
+    run.add_argument(
+        "--management-url",
+        help="management address, used to renew tokens (default: config.properties / TS_MANAGEMENT_URL)",
+    )
+    run.add_argument(
+        "--key-file", type=Path,
+        help="TorchServe key_file.json (default: TS_KEY_FILE, else <repo>/key_file.json)",
+    )  # fmt: skip
+    run.add_argument("--timeout", type=float, default=60.0, help="server: seconds per request (default: 60)")
+    run.add_argument(
+        "--retries", type=int, default=2, help="server: retries of a transient failure (default: 2)"
+    )
     run.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                      help="auto: a bar on a terminal, a log line every --log-every s otherwise")  # fmt: skip
-    run.add_argument("--log-every", type=float, default=30.0, help="seconds between progress log lines")
+    run.add_argument(
+        "--log-every", type=float, default=30.0, help="seconds between progress log lines (default: 30)"
+    )
     run.add_argument("--list", action="store_true", help="print the selected inputs (+ done/todo) and exit")
     return parser
 
@@ -165,78 +199,13 @@ def output_lock(path: Path) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise FatalRunError(
-                f"another run (pid {holder}) holds {path}; not starting", EXIT_LOCKED
+                f"another run (pid {holder}) holds {path}; not starting", Exit.LOCK_HELD
             ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield  # the lock goes with the file descriptor, also when the process is killed
-
-
-class Progress:
-    """A tqdm bar (rate, ETA) on a terminal; a log line every ``every_s`` seconds otherwise."""
-
-    def __init__(self, total: int, mode: str, every_s: float) -> None:
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "log"
-        self.total, self.mode, self.every_s = total, mode, every_s
-        self.done = self.errors = 0
-        self.start = self.last_log = time.monotonic()
-        self.bar = tqdm(total=total, unit="img", smoothing=0.1, dynamic_ncols=True) if mode == "bar" else None
-
-    def update(self, row: Row) -> None:
-        self.done += 1
-        self.errors += not row.ok
-        if self.bar is not None:
-            self.bar.update(1)
-            if not row.ok:
-                self.bar.set_postfix(errors=self.errors, refresh=False)
-        elif self.mode == "log" and time.monotonic() - self.last_log >= self.every_s:
-            self.log_line()
-
-    def log_line(self) -> None:
-        self.last_log = time.monotonic()
-        elapsed = self.last_log - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = tqdm.format_interval((self.total - self.done) / rate) if rate else "?"
-        log.info(
-            "progress %d/%d (%.0f%%) %.2f img/s ETA %s, %d errors",
-            self.done, self.total, 100.0 * self.done / max(self.total, 1), rate, eta, self.errors,
-        )  # fmt: skip
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.mode == "log" and self.total:
-            self.log_line()
-
-
-def summary(
-    paths: list[str],
-    journal: Journal,
-    before: int,
-    scored: int,
-    elapsed: float,
-    output: Path | None,
-    code: int,
-) -> str:
-    """The end-of-run report; ``before`` inputs were done by earlier runs, ``scored`` by this one."""
-    rows = [journal.done[p] for p in paths if p in journal.done]
-    errors = Counter(d.reason for d in rows if not d.ok)
-    rate = f"{scored / elapsed:.2f} img/s" if elapsed > 0 and scored else "-"
-    lines = [
-        "batch_score summary",
-        f"  selected inputs : {len(paths)}",
-        f"  done before     : {before}",
-        f"  scored now      : {scored} in {elapsed:.1f} s ({rate})",
-        f"  results         : {sum(d.ok for d in rows)} ({sum(d.detections for d in rows)} detections)",
-        f"  errors          : {sum(errors.values())}"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(errors.items()))})" if errors else ""),
-        f"  output          : {output if output else 'not written (run incomplete; rerun to resume)'}",
-        f"  exit code       : {code}",
-    ]
-    return "\n".join(lines)
 
 
 def make_scorer(args: argparse.Namespace, stop: threading.Event) -> ServerScorer | InProcessScorer:
@@ -254,7 +223,7 @@ def make_scorer(args: argparse.Namespace, stop: threading.Event) -> ServerScorer
         return scorer
     from scripts.inprocess import ArchivedModel, ArchiveError
 
-    archive = args.archive or find_archive(args.model_store, args.model, args.version)
+    archive = args.archive or find_archive(args.model_store, args.model, args.version, served_archives())
     try:
         model = ArchivedModel(archive, args.device)
     except (ArchiveError, ValueError) as err:
@@ -265,18 +234,6 @@ def make_scorer(args: argparse.Namespace, stop: threading.Event) -> ServerScorer
             f"{archive} holds {model.name} {model.version}, not {args.model} {args.version or ''}".rstrip()
         )
     return InProcessScorer(model, args.batch_size)
-
-
-def find_archive(store: Path, model: str, version: str | None) -> Path:
-    if version:
-        return store / f"{model}-{version}.mar"
-    found = sorted(store.glob(f"{model}-*.mar"))
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise UsageError(
-            f"{len(found)} archives of {model} in {store} ({names}): pass --version or --archive"
-        )
-    return found[0]
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -303,8 +260,12 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         journal = Journal(journal_path, {"model": args.model, "version": args.version})
         try:
             done = journal.open()
+            pinned = journal.pin_version(args.version)
         except JournalMismatch as err:
             raise UsageError(str(err)) from None
+        if pinned != args.version:
+            log.info("no --version: scoring with %s, the version of the rows in %s", pinned, journal_path)
+            args.version = pinned
         try:
             skipped: dict[str, int] = {}
             extensions = [e for e in (args.ext or "").split(",") if e.strip()] or None
@@ -313,6 +274,7 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 selected = list(found)  # every selected path must end up with a row: keep the keys
             except FileNotFoundError as err:
                 raise UsageError(str(err)) from None
+            check_dated(args, dates, selected, skipped)
             todo = [f for f in selected if f.path not in done or not done[f.path].settles(f.mtime, f.size)]
             log.info(
                 "%d inputs selected (%s), %d to score, output %s",
@@ -323,10 +285,26 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
                 pending = {item.path for item in todo}
                 for item in selected:
                     print(f"{'todo' if item.path in pending else 'done'}\t{item.path}", file=out)
-                return EXIT_OK
+                return Exit.OK
             return score_and_write(args, journal, selected, todo, output, fmt, stop, out)
         finally:
             journal.close()
+
+
+def check_dated(
+    args: argparse.Namespace, dates: DateRange, selected: list[InputFile], skipped: dict[str, int]
+) -> None:
+    """UsageError when --date-by folder found files but none in a dated folder: the layout does not
+    match the option, and an empty output would pass for "no images that day"."""
+    if args.date_by != "folder" or not dates.bounded or selected or not skipped.get("undated"):
+        return
+    if skipped.get("folders outside the range") or skipped.get("outside the range"):
+        return  # dated folders exist, just none in this range: an empty day is a valid result
+    raise UsageError(
+        f"--date-by folder: none of the {skipped['undated']} files under {' '.join(args.inputs)} sits in "
+        "a dated folder (.../2026-11-26/ or .../2026/11/26/), so none can be dated; use --date-by mtime "
+        "or name the folder that holds the dated folders"
+    )
 
 
 def score_and_write(
@@ -347,7 +325,10 @@ def score_and_write(
     progress = Progress(len(todo), args.progress, args.log_every)  # times scoring, not model loading
 
     def on_row(row: Row) -> None:
-        journal.append(row)
+        try:
+            journal.append(row)
+        except JournalMismatch as err:  # rows of another version: never mixed into one output
+            raise FatalRunError(str(err), Exit.USAGE) from None
         progress.update(row)
 
     def report(written: Path | None, code: int) -> int:
@@ -364,20 +345,21 @@ def score_and_write(
     except FatalRunError as err:
         journal.sync()
         log.error("%s", err)
-        return report(None, err.exit_code)
+        return report(None, err.code)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if isinstance(scorer, InProcessScorer):
             scorer.model.close()
     if stop.is_set():
-        return report(None, EXIT_INTERRUPTED)
+        return report(None, Exit.INTERRUPTED)
     missing = [p for p in paths if p not in journal.done]
     if missing:  # cannot happen unless a scorer lost a row: never write an output that lacks one
         raise RuntimeError(f"{len(missing)} inputs have no row, e.g. {missing[0]}")
     with atomic_write(output, newline="" if fmt == "csv" else None) as handle:
         WRITERS[fmt](journal.rows(paths), handle)
-    return report(output, EXIT_SOME_FAILED if any(not journal.done[p].ok for p in paths) else EXIT_OK)
+    failed = any(not journal.done[p].ok for p in paths)
+    return report(output, Exit.FAILED_ITEMS if failed else Exit.OK)
 
 
 def _stopper(stop: threading.Event) -> Callable[[int, object], None]:
@@ -392,15 +374,9 @@ def _stopper(stop: threading.Event) -> Callable[[int, object], None]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args, sys.stdout)
-    except UsageError as err:
-        log.error("%s", err)
-        return EXIT_USAGE
-    except FatalRunError as err:
-        log.error("%s", err)
-        return err.exit_code
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_main(lambda: run(args, sys.stdout), parser.prog)
 
 
 if __name__ == "__main__":

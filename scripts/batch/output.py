@@ -116,12 +116,19 @@ class JournalMismatch(ValueError):
 
 
 class Journal:
-    """Append-only JSON-lines record of finished rows; the last row for a path wins."""
+    """Append-only JSON-lines record of finished rows; the last row for a path wins.
+
+    One output holds rows of one model version. The header records the version asked for (None:
+    the server's default); the version of the rows is the one the server answered with, learnt from
+    the first result row. :meth:`pin_version` checks a run's ``--version`` against it, and
+    :meth:`append` refuses a result of another version (e.g. after a set-default mid-run).
+    """
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
         self.header = {"journal": "batch_score", "format": JOURNAL_FORMAT, **header}
         self.done: dict[str, Done] = {}
+        self.version: str | None = header.get("version")  # of the rows; None until one is known
         self._file: IO[bytes] | None = None
         self._unsynced = 0
 
@@ -148,7 +155,24 @@ class Journal:
             self._write_line(self.header)
         return self.done
 
+    def pin_version(self, requested: str | None) -> str | None:
+        """The version this run must score with: ``requested``, or the journal's rows' version when
+        none is asked for. JournalMismatch when ``requested`` differs from the rows'."""
+        if requested is not None and self.version is not None and requested != self.version:
+            raise JournalMismatch(
+                f"{self.path} holds rows of {self.header.get('model')} {self.version}, this run asks "
+                f"for {requested}: pass --version {self.version} to finish this output, write to "
+                "another --output, or delete the journal to start over"
+            )
+        return requested or self.version
+
     def append(self, row: Row) -> None:
+        if row.result is not None and self.version not in (None, row.result.version):
+            raise JournalMismatch(
+                f"the model answered with {row.result.model} {row.result.version}, but {self.path} "
+                f"holds rows of {self.version} (was the default version changed during the run?): "
+                f"rerun with --version {self.version} to finish this output, or write to another --output"
+            )
         offset = self._file.tell()
         obj = row.to_json()
         self._write_line(obj)
@@ -182,6 +206,14 @@ class Journal:
     def _remember(self, offset: int, obj: dict[str, Any]) -> None:
         error = obj.get("error") or {}
         result = obj.get("result") or {}
+        version = result.get("version")
+        if version is not None and self.version is None:
+            self.version = str(version)
+        elif version is not None and str(version) != self.version:
+            raise JournalMismatch(
+                f"{self.path} holds rows of versions {self.version} and {version} "
+                f"({obj['path']}): delete the journal and rerun with --version to start over"
+            )
         self.done[obj["path"]] = Done(
             offset,
             float(obj["file_mtime"]),
@@ -195,13 +227,15 @@ class Journal:
     def _check_header(self, obj: dict[str, Any]) -> None:
         if obj.get("journal") != "batch_score":
             raise JournalMismatch(f"{self.path} is not a batch_score journal; choose another --output")
-        for key in ("model", "version"):
-            if obj.get(key) != self.header.get(key):
-                raise JournalMismatch(
-                    f"{self.path} holds rows of {key} {obj.get(key)!r}, this run asks for "
-                    f"{self.header.get(key)!r}: write to another --output, or delete the journal "
-                    "to start over"
-                )
+        if obj.get("model") != self.header.get("model"):
+            raise JournalMismatch(
+                f"{self.path} holds rows of model {obj.get('model')!r}, this run asks for "
+                f"{self.header.get('model')!r}: write to another --output, or delete the journal "
+                "to start over"
+            )
+        # The version asked for when the journal was made; None = the server's default, whose
+        # answer then names it (rows). pin_version() compares it with this run's --version.
+        self.version = obj.get("version")
 
 
 class JournalRows:

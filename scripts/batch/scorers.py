@@ -9,9 +9,10 @@ with :class:`FatalRunError` and its exit code instead of writing thousands of er
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from handlers.errors import InputError
 from scripts.batch.output import ErrorInfo, Row
 from scripts.batch.selection import InputFile
+from scripts.cli import Exit, ToolError, UsageError
 from scripts.client import (
     AuthError,
     ClientError,
@@ -30,26 +32,30 @@ from scripts.client import (
     ServerUnavailable,
     TokenStore,
 )
+from scripts.config import DEFAULT_CONFIG, read_properties
 
-# Exit codes (documented in docs/batch_scoring.md and `batch_score --help`).
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_SERVER_REFUSED = 4
-EXIT_LOCKED = 5
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "Cancelled",
+    "FatalRunError",
+    "InProcessScorer",
+    "ServerScorer",
+    "batched",
+    "find_archive",
+    "read_input",
+    "run_inprocess",
+    "run_server",
+    "served_archives",
+]
+
+log = logging.getLogger("batch_score")
 
 BACKOFF_S = (0.5, 2.0, 5.0)  # waits before the 1st, 2nd, 3rd retry of a transient failure
 RETRYABLE_4XX = (408, 429)
 
 
-class FatalRunError(Exception):
-    """Stops the whole run: no row is written for the input that hit it."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+class FatalRunError(ToolError):
+    """Stops the whole run with ``code`` (an :class:`~scripts.cli.Exit`): no row is written for the
+    input that hit it."""
 
 
 class Cancelled(Exception):
@@ -96,9 +102,11 @@ class ServerScorer:
         try:
             self.client().ping()
         except ServerUnavailable as err:
-            raise FatalRunError(str(err), EXIT_UNREACHABLE) from None
+            raise FatalRunError(str(err), Exit.UNREACHABLE) from None
+        except AuthError as err:
+            raise FatalRunError(f"token refused: {err}", Exit.AUTH) from None
         except ClientError as err:
-            raise FatalRunError(f"server refuses the run: {err}", EXIT_SERVER_REFUSED) from None
+            raise FatalRunError(f"server refuses the run: {err}", Exit.REFUSED) from None
 
     def score(self, item: InputFile) -> Row:
         data = read_input(item)
@@ -114,7 +122,7 @@ class ServerScorer:
                 result = self.client().detect(data, self.model, self.version)
                 return Row(item.path, item.mtime, item.size, result=result)
             except AuthError as err:
-                raise FatalRunError(f"token refused: {err}", EXIT_SERVER_REFUSED) from None
+                raise FatalRunError(f"token refused: {err}", Exit.AUTH) from None
             except RequestRejected as err:
                 error = self._rejected(err)
                 if not error.retryable:
@@ -122,14 +130,14 @@ class ServerScorer:
             except ModelNotReady as err:
                 if err.status == 404:
                     target = self.model + (f" version {self.version}" if self.version else "")
-                    raise FatalRunError(f"{target} is not loaded: {err}", EXIT_SERVER_REFUSED) from None
+                    raise FatalRunError(f"{target} is not loaded: {err}", Exit.REFUSED) from None
                 error = ErrorInfo(err.status, "model_unavailable", str(err), retryable=True)
             except ServerUnavailable as err:
                 error = ErrorInfo(None, "timeout", str(err), retryable=True)
             except ClientError as err:  # 5xx: worker died, out of memory, internal error
                 error = self._server_error(err)
         if error.reason == "timeout" and not self._answers():
-            raise FatalRunError(f"server stopped answering: {error.message}", EXIT_UNREACHABLE)
+            raise FatalRunError(f"server stopped answering: {error.message}", Exit.UNREACHABLE)
         return Row(item.path, item.mtime, item.size, error=error)
 
     def _answers(self) -> bool:
@@ -152,6 +160,33 @@ class ServerScorer:
         body = err.body if isinstance(err.body, dict) else {}
         reason = "internal" if body.get("type") == "internal" else "server_error"  # handler's vs server's
         return ErrorInfo(err.status, reason, str(body.get("message") or err), retryable=True)
+
+
+def served_archives(config: Path = DEFAULT_CONFIG) -> list[str]:
+    """Archive names in ``load_models`` of config.properties, in order: the first one of a model is
+    the version TorchServe serves by default."""
+    props = read_properties(config) if config.exists() else {}
+    return [name.strip() for name in props.get("load_models", "").split(",") if name.strip()]
+
+
+def find_archive(store: Path, model: str, version: str | None, load_models: Sequence[str] = ()) -> Path:
+    """The archive an in-process run loads: ``<model>-<version>.mar``; without a version the only
+    archive of ``model`` in ``store``, else the first of them listed in ``load_models`` (the
+    server's default version)."""
+    if version:
+        return store / f"{model}-{version}.mar"
+    found = sorted(store.glob(f"{model}-*.mar"))
+    if len(found) == 1:
+        return found[0]
+    default = next((store / name for name in load_models if store / name in found), None)
+    if default is not None:
+        log.info("no --version: using %s, the default version (first in load_models)", default.name)
+        return default
+    names = ", ".join(p.name for p in found) or "none"
+    listed = " and none is listed in load_models of config.properties" if found else ""
+    raise UsageError(
+        f"{len(found)} archives of {model} in {store} ({names}){listed}: pass --version or --archive"
+    )
 
 
 class InProcessScorer:

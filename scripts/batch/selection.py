@@ -20,16 +20,28 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from scripts.cli import BOUND_HELP, parse_bound
+
+__all__ = [
+    "BOUND_HELP",
+    "DATE_BY",
+    "DateRange",
+    "InputFile",
+    "date_range",
+    "folder_span",
+    "parse_bound",
+    "select_files",
+    "walk",
+]
 
 DATE_BY = ("mtime", "folder")
 GLOB_CHARS = re.compile(r"[*?\[]")
-RELATIVE_DAYS = re.compile(r"^-(\d+)d$")
 DAY_FOLDER = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 YEAR_FOLDER = re.compile(r"^(19|20|21)\d{2}$")
 TWO_DIGITS = re.compile(r"^\d{2}$")
-BOUND_HELP = "a date (2026-11-26), a time (2026-11-26T08:00), today, yesterday or -Nd (N days ago)"
 
 
 @dataclass(frozen=True)
@@ -59,35 +71,6 @@ class InputFile:
     path: str  # absolute, not symlink-resolved; the key of the file's row
     mtime: float  # seconds since the epoch
     size: int  # bytes
-
-
-def parse_bound(text: str, *, end: bool, now: datetime | None = None) -> datetime:
-    """One --since (``end=False``) or --until (``end=True``) value -> local naive datetime.
-
-    A bare date names a whole day: as a start it is that day's 00:00, as an end the next day's 00:00.
-    """
-    value = text.strip().lower()
-    today = (now or datetime.now()).date()
-    day: date | None = None
-    if value == "today":
-        day = today
-    elif value == "yesterday":
-        day = today - timedelta(days=1)
-    elif match := RELATIVE_DAYS.match(value):
-        day = today - timedelta(days=int(match.group(1)))
-    else:
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            try:
-                moment = datetime.fromisoformat(text.strip())
-            except ValueError:
-                raise ValueError(f"cannot read date {text!r}: write {BOUND_HELP}") from None
-            if moment.tzinfo is not None:  # an explicit offset: convert to local time
-                moment = moment.astimezone().replace(tzinfo=None)
-            return moment
-    start = datetime.combine(day, time())
-    return start + timedelta(days=1) if end else start
 
 
 def date_range(since: str | None, until: str | None, now: datetime | None = None) -> DateRange:
@@ -180,7 +163,8 @@ def select_files(
     """Files named by ``inputs`` (folders, files or glob patterns) that fall in ``dates``, each once.
 
     ``extensions`` (case-insensitive, without dot) restricts the names; ``exclude`` lists absolute
-    paths never to select (the run's own output). ``skipped`` counts files left out, by reason.
+    paths never to select (the run's own output). ``skipped`` counts files left out by reason
+    (extension, unreadable, undated, outside the range) and the dated folders not entered.
     """
     if date_by not in DATE_BY:
         raise ValueError(f"date_by must be one of {DATE_BY}, got {date_by!r}")
@@ -190,7 +174,10 @@ def select_files(
 
     def prune(parts: tuple[str, ...]) -> bool:
         span = folder_span(parts) if date_by == "folder" and dates.bounded else None
-        return span is not None and not dates.overlaps(*span)
+        outside = span is not None and not dates.overlaps(*span)
+        if outside:
+            _count(skipped, "folders outside the range")
+        return outside
 
     for path, parts in _candidates(inputs, prune):
         key = os.path.abspath(path)
@@ -198,25 +185,31 @@ def select_files(
             continue
         seen.add(key)
         if suffixes is not None and path.suffix.lower() not in suffixes:
-            skipped["extension"] = skipped.get("extension", 0) + 1
+            _count(skipped, "extension")
             continue
         try:
             stat = path.stat()
         except OSError:
-            skipped["unreadable"] = skipped.get("unreadable", 0) + 1
+            _count(skipped, "unreadable")
             continue
         if dates.bounded:
             if date_by == "mtime":
                 if not dates.contains(datetime.fromtimestamp(stat.st_mtime)):
+                    _count(skipped, "outside the range")
                     continue
             else:
                 span = folder_span(parts)
                 if span is None or not _is_day(span):
-                    skipped["undated"] = skipped.get("undated", 0) + 1
+                    _count(skipped, "undated")
                     continue
                 if not dates.covers(*span):
+                    _count(skipped, "outside the range")
                     continue
         yield InputFile(key, stat.st_mtime, stat.st_size)
+
+
+def _count(counts: dict[str, int], reason: str) -> None:
+    counts[reason] = counts.get(reason, 0) + 1
 
 
 def _candidates(

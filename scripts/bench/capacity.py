@@ -3,7 +3,8 @@
     demand      = cameras x fps                                    images/s to serve
     per_replica = best throughput_rps of one server (one pod) among the benchmark steps of the
                   target with no errors and, with --p99-slo-ms, p99 within the latency objective
-    per_worker  = per_replica / workers                            (workers = minWorkers of the model)
+    per_worker  = per_replica / workers        (workers per server: the benchmark's "workers", i.e. the
+                                               archive's minWorkers it ran with; --workers overrides)
     usable      = per_replica x (1 - headroom)                     headroom 0.30: pods run at <= 70 %
     replicas    = max(min_replicas, ceil(demand / usable))
 
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from scripts.bench.gate import BenchmarkFormatError, load
+from scripts.cli import UsageError, prog, run_main
+
+__all__ = ["Capacity", "benchmark_workers", "format_table", "main", "per_replica", "plan", "replicas_needed"]
 
 
 @dataclass(frozen=True)
@@ -105,30 +109,60 @@ def format_table(rows: list[Capacity]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
 
 
+def benchmark_workers(data: dict[str, Any]) -> int | None:
+    """Workers per server the benchmark ran with: its ``workers`` field (scripts/bench/cli.py writes
+    the archive's minWorkers), else the process count of its in-process steps (the same number);
+    None when the file does not say."""
+    if isinstance(data.get("workers"), int) and data["workers"] >= 1:
+        return data["workers"]
+    processes = {s["processes"] for s in data["steps"] if s["target"] == "inprocess" and "processes" in s}
+    return processes.pop() if len(processes) == 1 else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Replicas needed for N cameras at F fps.")
+    parser = argparse.ArgumentParser(
+        prog=prog("scripts.bench.capacity"), description="Replicas needed for N cameras at F fps.",
+        epilog='exit codes: README.md, "Exit codes"',
+    )  # fmt: skip
     parser.add_argument("benchmarks", type=Path, nargs="+", help="benchmark JSON, one per pod kind")
-    parser.add_argument("--cameras", type=int, required=True)
+    parser.add_argument("--cameras", type=int, required=True, help="number of camera streams")
     parser.add_argument("--fps", type=float, required=True, help="frames per second per camera")
-    parser.add_argument("--target", default="torchserve")
-    parser.add_argument("--workers", type=int, default=1, help="TorchServe workers per replica")
-    parser.add_argument("--headroom", type=float, default=0.30, help="spare capacity, 0.30 = 30 %%")
-    parser.add_argument("--min-replicas", type=int, default=2, help="floor for availability")
-    parser.add_argument("--p99-slo-ms", type=float, help="only steps with p99 latency within this")
+    parser.add_argument(
+        "--target", default="torchserve", help="benchmark target to size from (default: torchserve)"
+    )
+    parser.add_argument(
+        "--workers", type=int,
+        help="TorchServe workers per replica, for the per-worker column (default: the benchmark's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--headroom", type=float, default=0.30, help="spare capacity, 0.30 = 30 %% (default: 0.30)"
+    )
+    parser.add_argument("--min-replicas", type=int, default=2, help="floor for availability (default: 2)")
+    parser.add_argument(
+        "--p99-slo-ms", type=float, help="only steps with p99 latency within this (default: any)"
+    )
     args = parser.parse_args(argv)
+    return run_main(lambda: report(args), parser.prog)
+
+
+def report(args: argparse.Namespace) -> None:
+    rows, notes = [], []
     try:
-        rows = [
-            plan(load(path), args.cameras, args.fps, path.stem, args.target, args.workers,
-                 args.headroom, args.min_replicas, args.p99_slo_ms)
-            for path in args.benchmarks
-        ]  # fmt: skip
+        for path in args.benchmarks:
+            data = load(path)
+            workers = args.workers or benchmark_workers(data)
+            if workers is None:
+                notes.append(f"{path.name}: the benchmark does not say how many workers ran; assumed 1 "
+                             "(pass --workers)")  # fmt: skip
+            rows.append(plan(data, args.cameras, args.fps, path.stem, args.target, workers or 1,
+                             args.headroom, args.min_replicas, args.p99_slo_ms))  # fmt: skip
     except (BenchmarkFormatError, ValueError) as err:
-        print(f"capacity: {err}", file=sys.stderr)
-        return 1
+        raise UsageError(str(err)) from None
     print(f"{args.cameras} cameras x {args.fps:g} fps = {args.cameras * args.fps:g} images/s, "
           f"headroom {args.headroom:.0%}, at least {args.min_replicas} replicas")  # fmt: skip
     print(format_table(rows))
-    return 0
+    for note in notes:
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import os
 import platform
@@ -34,24 +33,33 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.bench.load import StepResult, run_step
+from scripts.bench.load import Auth, StepResult, TokenAuth, run_step
 from scripts.client import ManagementClient
-from scripts.server import REPO, free_ports, launch
+from scripts.paths import REPO
+from scripts.samples import sample_jpeg
+from scripts.server import free_ports, launch
+
+__all__ = [
+    "DEFAULT_ARCHIVE",
+    "archive_workers",
+    "at",
+    "bench_inprocess",
+    "bench_subprocess_server",
+    "bench_torchserve",
+    "best",
+    "format_row",
+    "main",
+    "process_cpu",
+    "scrape",
+    "server_view",
+    "stop_group",
+    "summarize",
+    "sweep",
+    "wait_port",
+]
 
 DEFAULT_ARCHIVE = REPO / "model_store" / "face_detector-2.0.mar"
 BATCH_LINE = re.compile(r"batch of (\d+):")
-
-
-def sample_jpeg(width: int = 640, height: int = 480) -> bytes:
-    """A real photo (scikit-image's astronaut) resized to width x height, JPEG quality 90."""
-    import cv2
-    from PIL import Image
-    from skimage import data
-
-    image = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -116,11 +124,14 @@ def wait_port(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = 
     raise TimeoutError(f"{url} did not come up in {timeout}s")
 
 
-def sweep(target, url, body, headers, levels, duration, warmup, on_step=None) -> list[dict]:
+def sweep(
+    target, url, body, headers, levels, duration, warmup, on_step=None, auth: Auth | None = None
+) -> list[dict]:
+    """One closed-loop step per concurrency level; prints a row per step and returns their summaries."""
     steps = []
     for concurrency in levels:
         context = on_step() if on_step else None
-        result: StepResult = run_step(target, url, body, headers, concurrency, duration, warmup)
+        result: StepResult = run_step(target, url, body, headers, concurrency, duration, warmup, auth)
         summary = result.summary()
         if context is not None:
             summary["server"] = context()
@@ -139,10 +150,8 @@ def bench_torchserve(
         if workers is not None:
             ManagementClient(instance.endpoints, instance.tokens).scale("face_detector", workers, workers)
         url = f"{instance.endpoints.inference}/predictions/face_detector"
-        headers = {
-            "Authorization": f"Bearer {instance.tokens.get('inference')}",
-            "Content-Type": "image/jpeg",
-        }
+        headers = {"Content-Type": "image/jpeg"}
+        auth = TokenAuth(instance.tokens)  # the inference key, renewed if it expires mid-sweep
 
         def on_step():
             before, offset = scrape(instance.endpoints.metrics), len(instance.log())
@@ -161,7 +170,7 @@ def bench_torchserve(
 
             return view
 
-        return sweep("torchserve", url, body, headers, levels, duration, warmup, on_step)
+        return sweep("torchserve", url, body, headers, levels, duration, warmup, on_step, auth)
     finally:
         instance.shutdown()
 
@@ -314,7 +323,7 @@ def summarize(steps: list[dict], compare_at: int = 16) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
     parser.add_argument("--image", type=Path, help="JPEG to send (default: 640x480 astronaut)")
     parser.add_argument("--targets", default="torchserve,inprocess,flask,litserve")
@@ -350,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": "face_detector",
         "version": "2.0",
         "image_bytes": len(body),
+        "workers": archive_workers(args.archive),  # per server, as started: scripts.bench.capacity's default
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),

@@ -25,7 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts.cli import Exit, UsageError, prog, run_main
 from scripts.paths import REPO
+
+__all__ = [
+    "BASELINE",
+    "TARGETS",
+    "BenchmarkFormatError",
+    "Check",
+    "compare",
+    "format_table",
+    "gate",
+    "index_steps",
+    "load",
+    "main",
+    "unmatched",
+    "validate",
+]
 
 BASELINE = REPO / "benchmarks" / "baseline.json"
 TARGETS = ("torchserve", "inprocess", "flask", "litserve")
@@ -159,22 +175,32 @@ def gate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fail when a benchmark is worse than the baseline.")
+    parser = argparse.ArgumentParser(
+        prog=prog("scripts.bench.gate"), description="Fail when a benchmark is worse than the baseline.",
+        epilog='exit codes: README.md, "Exit codes" (1: a regression; 2: a file that cannot be read)',
+    )  # fmt: skip
     parser.add_argument("benchmark", type=Path, help="benchmark JSON of this run")
-    parser.add_argument("--baseline", type=Path, default=BASELINE)
-    parser.add_argument("--tolerance", type=float, default=0.30, help="allowed change, 0.30 = 30 %%")
+    parser.add_argument(
+        "--baseline", type=Path, default=BASELINE, help="baseline JSON (default: benchmarks/baseline.json)"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=0.30, help="allowed change, 0.30 = 30 %% (default: 0.30)"
+    )
     parser.add_argument("--allow-empty", action="store_true", help="pass when nothing can be compared")
     args = parser.parse_args(argv)
+    return run_main(lambda: run(args), parser.prog)
+
+
+def run(args: argparse.Namespace) -> Exit:
     try:
         current, baseline = load(args.benchmark), load(args.baseline)
         passed, report = gate(current, baseline, args.tolerance, args.allow_empty)
     except (BenchmarkFormatError, ValueError) as err:
-        print(f"bench_gate: {err}", file=sys.stderr)
-        return 1  # an unreadable benchmark must not pass the gate
+        raise UsageError(str(err)) from None  # non-zero: an unreadable benchmark never passes the gate
     print(f"benchmark {args.benchmark} ({current.get('version')}) vs baseline {args.baseline} "
           f"({baseline.get('version')})")  # fmt: skip
     print(report)
-    return 0 if passed else 1
+    return Exit.OK if passed else Exit.FAILED_ITEMS
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import torch
 
 from handlers.pipeline import DetectionPipeline
 from handlers.retinaface_detector import RetinaFaceDetector
-from scripts.bench.cli import sample_jpeg
 from scripts.packaging.build_archives import ARCHIVES
+from scripts.samples import sample_jpeg
 
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 

@@ -17,49 +17,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import json
 import os
-import struct
 import sys
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 
+from scripts.bench.load import Answer, LoadGenerator, TokenAuth, open_session
 from scripts.bench.memcheck import DEFAULT_LIMIT_MB, GrowthCheck, MemorySampler, check_growth
-from scripts.client import TOKEN_ERROR_TYPE, Endpoints, TokenStore
+from scripts.config import Endpoints, TokenStore
+from scripts.latency import percentiles
+from scripts.samples import encode, png_claiming, sample_jpeg
+
+__all__ = ["MALFORMED_SAMPLES", "Hostile", "SoakReport", "main", "malformed_requests", "run_soak"]
 
 MALFORMED_SAMPLES = 5  # non-4xx answers kept in the report
+Hostile = tuple[str, bytes, str]  # a malformed request: name, body, content type
 
 
-def sample_jpeg(width: int = 640, height: int = 480) -> bytes:
-    """A real photo (scikit-image's astronaut) resized to width x height."""
-    from scripts.bench.cli import sample_jpeg as bench_jpeg
-
-    return bench_jpeg(width, height)
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def malformed_requests(jpeg: bytes) -> list[tuple[str, bytes, str]]:
+def malformed_requests(jpeg: bytes) -> list[Hostile]:
     """(name, body, content type) of hostile requests; each must get a 4xx and leave the worker alive."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (90, 120, 30)).save(buffer, format="PNG")
-    png = bytearray(buffer.getvalue())
+    png = bytearray(encode(np.full((48, 64, 3), (90, 120, 30), np.uint8), "PNG"))
     png[len(png) // 2] ^= 0xFF  # a flipped byte inside IDAT: CRC / zlib error
-    gif = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(gif, format="GIF")
-    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)  # claims 900 MP, holds a few bytes
-    bomb = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+    gif = encode(np.zeros((8, 8, 3), np.uint8), "GIF")
+    bomb = png_claiming(30000, 30000)  # claims 900 MP, holds a few bytes
     json_type = "application/json"
     return [
         ("random_bytes", os.urandom(4096), "application/octet-stream"),
@@ -68,7 +53,7 @@ def malformed_requests(jpeg: bytes) -> list[tuple[str, bytes, str]]:
         ("truncated_jpeg", jpeg[: len(jpeg) // 3], "image/jpeg"),
         ("bit_flipped_png", bytes(png), "image/png"),
         ("png_header_30000x30000", bomb, "image/png"),
-        ("gif", gif.getvalue(), "image/gif"),
+        ("gif", gif, "image/gif"),
         ("bad_base64", b'{"image": "!!not base64!!"}', json_type),
         ("json_list", b"[1, 2, 3]", json_type),
         ("json_image_number", b'{"image": 5}', json_type),
@@ -104,7 +89,6 @@ class SoakReport:
         return self.good_failed == 0 and not self.malformed_other and self.good_ok > 0 and memory_ok
 
     def to_json(self) -> dict:
-        lat = np.asarray(self.latencies_ms or [np.nan])
         return {
             "passed": self.passed,
             "duration_s": round(self.duration_s, 1),
@@ -114,7 +98,7 @@ class SoakReport:
             "failure_samples": self.failure_samples,
             "malformed_4xx": self.malformed_4xx,
             "malformed_not_4xx": self.malformed_other,
-            "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 99)},
+            "latency_ms": percentiles(self.latencies_ms, (50, 99), digits=1),
             "memory": self.memory.to_json() if self.memory else None,
             "memory_mb_first_last": _first_last(self.memory_samples_mb),
             # Where growth happens: the frontend (java) alone, and everything else (the workers).
@@ -134,94 +118,55 @@ class SoakReport:
     def worker_samples_mb(self) -> list[float]:
         return [t - f for t, f in zip(self.memory_samples_mb, self.frontend_samples_mb)]
 
+    def record_good(self, answer: Answer) -> None:
+        """A well-formed request's answer: anything but HTTP 200 is a failure."""
+        if answer.status == 200:
+            self.good_ok += 1
+            self.latencies_ms.append(answer.latency_ms)
+            return
+        self.good_failed += 1
+        if len(self.failure_samples) < MALFORMED_SAMPLES:
+            if answer.error:  # no answer came: the exception
+                self.failure_samples.append(f"{answer.error}: {answer.text}")
+            else:
+                self.failure_samples.append(f"HTTP {answer.status}: {answer.text[:120]}")
+
+    def record_malformed(self, name: str, answer: Answer) -> None:
+        """A hostile request's answer: it must be a 4xx (the worker refused it and lives on)."""
+        if 400 <= answer.status < 500:
+            self.malformed_4xx += 1
+        elif len(self.malformed_other) < MALFORMED_SAMPLES:
+            self.malformed_other.append(f"{name}: HTTP {answer.status} {answer.text[:120]}")
+
 
 def _first_last(values: list[float]) -> list[float]:
     return [round(v, 1) for v in values[:1] + values[-1:]]
 
 
-class _Auth:
-    """The inference key for aiohttp requests, renewed once per expiry (scripts/client.TokenStore)."""
-
-    def __init__(self, tokens: TokenStore) -> None:
-        self.tokens = tokens
-        self.key = tokens.get("inference")
-        self.lock = asyncio.Lock()
-
-    def headers(self, content_type: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}", "Content-Type": content_type}
-
-    async def renew(self, stale: str | None) -> None:
-        async with self.lock:
-            if self.key == stale:  # another client may have renewed it already
-                self.key = await asyncio.to_thread(self.tokens.refresh, "inference")
-
-
-async def _post(session, url, auth: _Auth, body: bytes, content_type: str) -> tuple[int, str]:
-    for _ in range(2):
-        key = auth.key
-        async with session.post(url, data=body, headers=auth.headers(content_type)) as response:
-            text = await response.text(errors="replace")
-        if TOKEN_ERROR_TYPE in text and response.status in (400, 401, 403):
-            await auth.renew(key)
-            continue
-        return response.status, text
-    return response.status, text
-
-
-async def _good_client(session, url, auth, body, stop_at, report: SoakReport, record: bool) -> None:
-    while time.monotonic() < stop_at:
-        start = time.monotonic()
-        try:
-            status, text = await _post(session, url, auth, body, "image/jpeg")
-            detail = f"HTTP {status}: {text[:120]}"
-        except (TimeoutError, aiohttp.ClientError) as err:
-            status, detail = 0, f"{type(err).__name__}: {err}"
-        if not record:
-            continue
-        if status == 200:
-            report.good_ok += 1
-            report.latencies_ms.append((time.monotonic() - start) * 1000.0)
-        else:
-            report.good_failed += 1
-            if len(report.failure_samples) < MALFORMED_SAMPLES:
-                report.failure_samples.append(detail)
-
-
-async def _malformed_client(session, url, auth, requests, count, duration_s, report: SoakReport) -> None:
+async def _hostile_client(
+    load: LoadGenerator, requests: list[Hostile], count: int, seconds: float, report: SoakReport
+) -> None:
+    """``count`` hostile requests spread evenly over ``seconds``, beside the closed-loop clients."""
     start = time.monotonic()
     for i in range(count):
-        await asyncio.sleep(max(0.0, start + (i + 0.5) * duration_s / count - time.monotonic()))
+        await asyncio.sleep(max(0.0, start + (i + 0.5) * seconds / count - time.monotonic()))
         name, body, content_type = requests[i % len(requests)]
-        try:
-            status, text = await _post(session, url, auth, body, content_type)
-        except (TimeoutError, aiohttp.ClientError) as err:
-            status, text = 0, f"{type(err).__name__}: {err}"
-        if 400 <= status < 500:
-            report.malformed_4xx += 1
-        elif len(report.malformed_other) < MALFORMED_SAMPLES:
-            report.malformed_other.append(f"{name}: HTTP {status} {text[:120]}")
+        report.record_malformed(name, await load.post(body, {"Content-Type": content_type}))
 
 
 async def _soak(
     url, tokens, body, pid, concurrency, duration_s, warmup_s, malformed, interval_s, limit_mb
 ) -> SoakReport:
     report = SoakReport(duration_s, concurrency)
-    auth = _Auth(tokens)
     hostile = malformed_requests(body)
-    connector = aiohttp.TCPConnector(limit=concurrency + 1)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
-    ) as session:
-        stop_at = time.monotonic() + warmup_s
-        await asyncio.gather(
-            *(_good_client(session, url, auth, body, stop_at, report, False) for _ in range(concurrency))
-        )
+    async with open_session(concurrency + 1) as session:  # one more connection: the hostile client
+        load = LoadGenerator(session, url, body, {"Content-Type": "image/jpeg"}, TokenAuth(tokens))
+        await load.closed_loop(concurrency, warmup_s)
         started = time.monotonic()
         with MemorySampler(pid, interval_s) as sampler:
-            stop_at = started + duration_s
             await asyncio.gather(
-                *(_good_client(session, url, auth, body, stop_at, report, True) for _ in range(concurrency)),
-                _malformed_client(session, url, auth, hostile, malformed, duration_s, report),
+                load.closed_loop(concurrency, duration_s, report.record_good),
+                _hostile_client(load, hostile, malformed, duration_s, report),
             )
         report.duration_s = time.monotonic() - started
     report.memory_samples_mb = sampler.samples_mb

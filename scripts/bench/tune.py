@@ -27,8 +27,9 @@ from PIL import Image
 
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.settings import DetectorSettings
-from scripts.bench.cli import DEFAULT_ARCHIVE, bench_torchserve, sample_jpeg
+from scripts.bench.cli import DEFAULT_ARCHIVE, bench_torchserve
 from scripts.packaging.build_archives import ARCHIVES
+from scripts.samples import sample_jpeg
 
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 

@@ -4,3 +4,5 @@ reports once or serves the figures to Prometheus.
 
     python -m scripts.drift report --window 1h
 """
+
+__all__ = ["cli", "images", "profile", "stats"]

@@ -28,8 +28,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scripts.cli import MOMENT_HELP, Exit, UsageError, moment_type, prog, run_main
 from scripts.drift.stats import FeatureDrift, Profile, compare, samples_from_records
 from scripts.paths import REPO
+
+__all__ = [
+    "DEFAULT_LOG_DIR",
+    "DEFAULT_PROFILE",
+    "DriftExporter",
+    "build_parser",
+    "drifted",
+    "format_report",
+    "live_window",
+    "main",
+    "parse_duration",
+    "read_records",
+    "run",
+]
 
 DEFAULT_PROFILE = REPO / "monitoring" / "reference_profile.json"
 DEFAULT_LOG_DIR = REPO / "logs" / "features"
@@ -171,42 +186,82 @@ class DriftExporter:
         return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Input and output drift against a reference profile.")
-    parser.add_argument("action", choices=["report", "serve"])
-    parser.add_argument(
-        "--profile", type=Path, default=DEFAULT_PROFILE, help="built by scripts.drift.profile"
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog("scripts.drift"),
+        description="Input and output drift against a reference profile.",
+        epilog='exit codes: README.md, "Exit codes" (1: drift found with --fail-on-drift)',
     )
-    parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR, help="the handler's feature log")
-    parser.add_argument("--window", type=parse_duration, default=3600.0, help="live window, e.g. 15m, 1h")
-    parser.add_argument("--since", type=float, help="window start, epoch seconds (instead of --window)")
-    parser.add_argument("--until", type=float, help="window end, epoch seconds (default: now)")
-    parser.add_argument("--min-samples", type=int, default=MIN_SAMPLES)
-    parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when a feature drifted")
-    parser.add_argument("--port", type=int, default=9109, help="serve: exporter port")
-    parser.add_argument("--host", default="127.0.0.1", help="serve: exporter address")
-    parser.add_argument("--interval", type=parse_duration, default=60.0, help="serve: seconds between runs")
+    parser.add_argument("action", choices=["report", "serve"], help="print once, or serve to Prometheus")
+    parser.add_argument(
+        "--profile", type=Path, default=DEFAULT_PROFILE,
+        help="built by python -m scripts.drift.profile (default: monitoring/reference_profile.json)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=DEFAULT_LOG_DIR,
+        help="the handler's feature log (default: logs/features)",
+    )
+    parser.add_argument(
+        "--window", type=parse_duration, default=3600.0, help="live window, e.g. 15m, 1h (default: 1h)"
+    )
+    parser.add_argument(
+        "--since", type=moment_type(end=False), help=f"window start instead of --window: {MOMENT_HELP}"
+    )
+    parser.add_argument(
+        "--until", type=moment_type(end=True),
+        help="window end, same forms (a date: the end of that day; default: now)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-samples", type=int, default=MIN_SAMPLES,
+        help=f"fewer values of a feature are not judged (default: {MIN_SAMPLES})",
+    )  # fmt: skip
+    parser.add_argument("--fail-on-drift", action="store_true", help="report: exit 1 when a feature drifted")
+    parser.add_argument("--port", type=int, default=9109, help="serve: exporter port (default: 9109)")
+    parser.add_argument("--host", default="127.0.0.1", help="serve: exporter address (default: 127.0.0.1)")
+    parser.add_argument(
+        "--interval", type=parse_duration, default=60.0, help="serve: time between runs (default: 60s)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    return run_main(lambda: run(args), parser.prog)
+
+
+def run(args: argparse.Namespace) -> Exit:
     try:
         profile = Profile.load(args.profile)
     except (OSError, ValueError, KeyError) as err:
-        sys.exit(f"cannot read the reference profile: {err}")
+        raise UsageError(f"cannot read the reference profile: {err}") from None
 
     def window() -> tuple[float, float]:
         until = args.until or time.time()
-        return (args.since if args.since is not None else until - args.window), until
+        since = args.since if args.since is not None else until - args.window
+        if since >= until:
+            raise UsageError(
+                f"the window is empty: --since ({since:.0f}) is not before --until ({until:.0f})"
+            )
+        return since, until
 
     if args.action == "report":
         since, until = window()
         samples, images = live_window(profile, args.log_dir, since, until)
         results = compare(profile, samples)
         print(format_report(profile, results, images, since, until, args.min_samples))
-        return 1 if args.fail_on_drift and any(drifted(r, args.min_samples) for r in results) else 0
+        found = any(drifted(r, args.min_samples) for r in results)
+        return Exit.FAILED_ITEMS if args.fail_on_drift and found else Exit.OK
 
     from prometheus_client import start_http_server
 
     exporter = DriftExporter(profile, args.log_dir)
-    start_http_server(args.port, addr=args.host, registry=exporter.registry)
+    try:
+        start_http_server(args.port, addr=args.host, registry=exporter.registry)
+    except OSError as err:
+        raise UsageError(f"cannot listen on {args.host}:{args.port} ({err}); choose another --port") from None
     print(f"drift exporter on http://{args.host}:{args.port}/metrics, window {args.window:.0f}s", flush=True)
     while True:
         since, until = window()

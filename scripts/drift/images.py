@@ -4,58 +4,41 @@
     python -m scripts.drift.images dark out/dark --count 60 --seed 7
 
 Sets:
-    reference  faces (skimage astronaut and camera, matplotlib grace_hopper) randomly cropped around
+    reference  faces (scripts/samples.py: astronaut, grace_hopper, camera) randomly cropped around
                the face, scaled to a longest side of 256-384 px, flipped, with mild brightness jitter
     live       the same recipe (use another ``--seed``): traffic like the reference
     dark       reference recipe, pixels multiplied by 0.35
     blur       reference recipe, Gaussian blur (sigma 3 px)
     small      reference recipe, then shrunk to a longest side of 64-96 px
-    noface     the same recipe on images without faces (skimage coffee, chelsea, rocket; sklearn-free)
+    noface     the same recipe on images without faces (skimage coffee, chelsea, rocket)
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+
+from scripts.samples import Box, encode_jpeg, face_samples, no_face_samples
+
+__all__ = ["SETS", "SHIFTS", "generate", "main"]
 
 SETS = ("reference", "live", "dark", "blur", "small", "noface")
 
 
-def _faces() -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    from matplotlib import cbook
-    from skimage import data
-
-    with cbook.get_sample_data("grace_hopper.jpg") as handle:
-        hopper = np.asarray(Image.open(io.BytesIO(handle.read())).convert("RGB"))
-    camera = np.repeat(data.camera()[:, :, None], 3, axis=2)
-    # Image and approximate face box (x1, y1, x2, y2); crops always keep the face.
-    return [
-        (data.astronaut(), (177, 56, 272, 176)),
-        (hopper, (177, 106, 353, 327)),
-        (camera, (195, 113, 255, 194)),
-    ]
+def _no_faces() -> list[tuple[np.ndarray, Box]]:
+    """Face-free images, each with a 40 x 40 box at its centre that every crop keeps."""
+    centred = []
+    for image in no_face_samples():
+        cx, cy = image.shape[1] // 2, image.shape[0] // 2
+        centred.append((image, (cx - 20, cy - 20, cx + 20, cy + 20)))
+    return centred
 
 
-def _no_faces() -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    from skimage import data
-
-    images = [data.coffee(), data.chelsea(), data.rocket()]
-    return [
-        (
-            img,
-            (img.shape[1] // 2 - 20, img.shape[0] // 2 - 20, img.shape[1] // 2 + 20, img.shape[0] // 2 + 20),
-        )
-        for img in images
-    ]
-
-
-def _augment(image: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
+def _augment(image: np.ndarray, box: Box, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     x1, y1, x2, y2 = box
     scale = rng.uniform(0.6, 1.0)
@@ -94,18 +77,12 @@ SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 }
 
 
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 def generate(kind: str, count: int, seed: int = 0) -> Iterator[bytes]:
     """``count`` JPEG images of set ``kind`` (see the module docstring), reproducible from ``seed``."""
     if kind not in SETS:
         raise ValueError(f"unknown image set {kind!r}; choose one of {', '.join(SETS)}")
     rng = np.random.default_rng(seed)
-    sources = _no_faces() if kind == "noface" else _faces()
+    sources = _no_faces() if kind == "noface" else face_samples()
     for i in range(count):
         image, box = sources[i % len(sources)]
         augmented = _augment(image, box, rng)

@@ -5,3 +5,13 @@ containers (``container_config``).
 
     python -m scripts.packaging.build_archives
 """
+
+__all__ = [
+    "build_archives",
+    "build_object_detector",
+    "container_config",
+    "convert_mtcnn",
+    "convert_retinaface",
+    "export_retinaface_onnx",
+    "grpc_stubs",
+]

@@ -4,22 +4,52 @@ Each archive holds: the handler entry file, the ``handlers`` package (the shared
 the weights as a state_dict, and its model-config.yaml. Archive files are named ``<name>-<version>.mar``
 so that several versions of one model can sit side by side in the store.
 
+Before anything is packed, the config's ``handler:`` section is checked against the typed config of
+the entry's handler class (handlers/config.py), exactly as a worker checks it at start: a typo or a
+wrong type fails the build with the fix in the message instead of failing every worker later.
+
 Usage: python -m scripts.packaging.build_archives [--store model_store] [--only face_detector-2.0]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import inspect
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import yaml
 
 from scripts.paths import REPO
 
+if TYPE_CHECKING:
+    from handlers.config import HandlerConfig
+
+__all__ = [
+    "ARCHIVES",
+    "BUILD",
+    "ArchiveSpec",
+    "BuildError",
+    "build",
+    "build_stale",
+    "check_config",
+    "handler_config_type",
+    "is_stale",
+]
+
 BUILD = REPO / "build"
+
+
+class BuildError(Exception):
+    """The archive cannot be built; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +134,53 @@ def stage_package(stage: Path) -> None:
         shutil.copy2(source, target / source.name)
 
 
+def _import_entry(entry: Path) -> ModuleType:
+    """The handler entry file as a module: by its package name when it lies in the repository (so
+    its classes are the ones the rest of this process sees), else straight from the file."""
+    entry = entry.resolve()
+    if entry.is_relative_to(REPO):
+        return importlib.import_module(".".join(entry.relative_to(REPO).with_suffix("").parts))
+    module_spec = importlib.util.spec_from_file_location(f"_entry_{entry.stem}", entry)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def handler_config_type(entry: Path) -> type[HandlerConfig] | None:
+    """The typed ``handler:`` config (handlers/config.py) of the handler class that ``entry``
+    defines, found as TorchServe finds it (a class defined in the file); None for a handler that is
+    no ``DetectionHandler``, whose section this build cannot know."""
+    from handlers.ts_adapter import DetectionHandler
+
+    module = _import_entry(entry)
+    for value in vars(module).values():
+        defined_here = inspect.isclass(value) and value.__module__ == module.__name__
+        if defined_here and issubclass(value, DetectionHandler):
+            return value.config_type
+    return None
+
+
+def check_config(spec: ArchiveSpec) -> None:
+    """What a worker checks at start, checked now: BuildError names every problem of the section."""
+    from handlers.config import ConfigError
+
+    try:
+        document = yaml.safe_load(spec.config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise BuildError(f"cannot read {spec.config}: {err}") from None
+    if not isinstance(document, dict):
+        raise BuildError(f"{spec.config} must be a YAML mapping (minWorkers: ..., handler: ...)")
+    config_type = handler_config_type(spec.handler)
+    if config_type is None:
+        return
+    try:
+        config_type.from_section(document.get("handler"))
+    except ConfigError as err:
+        raise BuildError(f"{spec.config}: {err}") from None
+
+
 def build(spec: ArchiveSpec, store: Path) -> Path:
+    check_config(spec)  # before any weights are converted or files packed
     ensure_weights(spec)
     ensure_extras(spec)
     store.mkdir(parents=True, exist_ok=True)
@@ -161,7 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(ARCHIVES), action="append", help="archive(s) to build")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
-    if not build_stale(args.store, args.only, args.force):
+    try:
+        built = build_stale(args.store, args.only, args.force)
+    except BuildError as err:
+        sys.exit(f"error: {err}")
+    if not built:
         print(f"archives in {args.store} are up to date")
 
 

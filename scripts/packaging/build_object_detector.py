@@ -28,27 +28,33 @@ import torch
 import yaml
 
 from handlers.coco_labels import COCO_CATEGORIES
-from handlers.image_decode import DecodeLimits
+from handlers.config import ConfigError, ObjectDetectorConfig
 from handlers.object_handler import WEIGHTS_FILE
 from handlers.object_models import (
     ARCHITECTURES,
     COCO_LABELS,
-    ObjectModelConfig,
     WeightsError,
     build_model,
     read_state_dict,
     weights_mismatch,
 )
-from handlers.settings import settings_from_config
-from scripts.packaging.build_archives import REPO, ArchiveSpec, build
+from scripts.packaging.build_archives import REPO, ArchiveSpec, BuildError, build
+
+__all__ = [
+    "TEMPLATE",
+    "BuildError",
+    "build_object_detector",
+    "parse_set",
+    "read_labels",
+    "render_config",
+    "resolve_weights",
+    "torchvision_cache_file",
+    "validate_config",
+]
 
 TEMPLATE = REPO / "model_configs/object_detector.yaml"
 HANDLER = REPO / "handlers/object_handler.py"
 DOCS = "docs/object_detection.md"
-
-
-class BuildError(Exception):
-    """The archive cannot be built; the message says why and what to do."""
 
 
 def torchvision_cache_file(architecture: str) -> Path:
@@ -118,13 +124,9 @@ def validate_config(text: str) -> dict[str, Any]:
     """What a worker checks at start, checked now: a bad value fails the build, not the deployment."""
     section = yaml.safe_load(text).get("handler") or {}
     try:
-        settings_from_config(section)
-        DecodeLimits.from_config(section)
-        ObjectModelConfig.from_section(section)
-    except ValueError as err:
+        ObjectDetectorConfig.from_section(section)
+    except ConfigError as err:
         raise BuildError(str(err)) from None
-    if not isinstance(section.get("torch_threads", 0), int) or section.get("torch_threads", 0) < 0:
-        raise BuildError("handler.torch_threads must be a whole number >= 0 (0 = torch default)")
     return section
 
 
@@ -139,18 +141,7 @@ def build_object_detector(
 ) -> Path:
     if architecture not in ARCHITECTURES:
         raise BuildError(f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    weights = resolve_weights(architecture, weights)
     labels = read_labels(labels_file) if labels_file else list(COCO_CATEGORIES)
-    try:
-        state = read_state_dict(weights)
-    except WeightsError as err:
-        raise BuildError(str(err)) from None
-    problem = weights_mismatch(architecture, len(labels), state)
-    if problem:
-        raise BuildError(f"{weights}: {problem}")
-    model = build_model(architecture, len(labels))
-    model.load_state_dict(state, strict=True)  # float32 copy, BatchNorm counters filled in
-
     defaults = ARCHITECTURES[architecture]
     values = {
         "architecture": architecture,
@@ -162,7 +153,18 @@ def build_object_detector(
     }
     values.update(overrides or {})
     config_text = render_config(TEMPLATE.read_text(), values)
-    validate_config(config_text)
+    validate_config(config_text)  # before the weights are read: a typo costs no model load
+
+    weights = resolve_weights(architecture, weights)
+    try:
+        state = read_state_dict(weights)
+    except WeightsError as err:
+        raise BuildError(str(err)) from None
+    problem = weights_mismatch(architecture, len(labels), state)
+    if problem:
+        raise BuildError(f"{weights}: {problem}")
+    model = build_model(architecture, len(labels))
+    model.load_state_dict(state, strict=True)  # float32 copy, BatchNorm counters filled in
     with tempfile.TemporaryDirectory(prefix="object-detector-") as tmp:
         staged_weights, staged_config = Path(tmp) / WEIGHTS_FILE, Path(tmp) / "model-config.yaml"
         torch.save(model.state_dict(), staged_weights)

@@ -16,6 +16,10 @@ target below changes only what its environment needs, so the other settings (lim
              models declared in ``model_snapshot`` with batchSize 1 (TorchServe's KServe envelope
              reads only the first request of a batch; batch on the KServe side instead).
 
+Every target: each path-valued property (``PATH_KEYS``) is absolute. TorchServe resolves a relative
+one against its working directory, an empty folder in a container; ``metrics_config`` becomes
+``/opt/model-server/monitoring/ts_metrics.yaml``, which the images copy (Dockerfile ``runtime-base``).
+
 Usage:
     python -m scripts.packaging.container_config render --target docker --out /srv/config.properties
     python -m scripts.packaging.container_config kserve-store --store model_store --out build/kserve
@@ -31,8 +35,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from scripts.config import read_properties
 from scripts.paths import REPO
-from scripts.server import loaded_models, read_properties, render_config
+from scripts.server import loaded_models, render_config
 
 SOURCE = REPO / "config.properties"
 APP_DIR = "/opt/model-server"  # read-only in the image: configs, archives, scripts
@@ -45,9 +50,38 @@ K8S_INTERNAL = {"inference": 18080, "management": 18081, "grpc_inference": 17070
 
 TARGETS = ("docker", "k8s", "kserve")
 
+# Properties that name a file or folder (TorchServe 0.12.0's ConfigManager and ts/model_server.py).
+# TorchServe resolves a relative one against its working directory, which in a container is an empty
+# folder (/home/model-server): a relative metrics_config made every worker exit at start. Every target
+# therefore gets absolute paths; a relative path of config.properties that no target overrides is
+# anchored under APP_DIR, where the images copy it (monitoring/ts_metrics.yaml -> APP_DIR/monitoring/).
+PATH_KEYS = (
+    "model_store",
+    "workflow_store",
+    "metrics_config",
+    "model_server_home",
+    "keystore",
+    "certificate_file",
+    "private_key_file",
+    "cpp_log_config",
+    "plugins_path",
+)
+
 
 def overrides_for(target: str, props: dict[str, str]) -> dict[str, str]:
-    """Properties that differ from ``config.properties`` for ``target``."""
+    """Properties that differ from ``config.properties`` for ``target``: the target's own settings,
+    and every relative path of :data:`PATH_KEYS` made absolute under :data:`APP_DIR`."""
+    overrides = target_settings(target, props)
+    anchored = {
+        key: f"{APP_DIR}/{value}"
+        for key, value in props.items()
+        if key in PATH_KEYS and key not in overrides and not value.startswith("/")
+    }
+    return {**overrides, **anchored}
+
+
+def target_settings(target: str, props: dict[str, str]) -> dict[str, str]:
+    """Addresses, model store, auth and envelope of ``target``."""
     if target == "docker":
         return {
             "inference_address": "http://0.0.0.0:8080",

@@ -8,3 +8,5 @@ Modules, in the order a frame meets them: ``frames`` (sources), ``transport`` (R
     python -m scripts.stream 0                  # webcam 0, annotated window
     python -m scripts.stream clip.mp4 --headless --jsonl out.jsonl
 """
+
+__all__ = ["cli", "core", "frames", "output", "synthetic", "transport"]

@@ -16,7 +16,6 @@ and says so; ``give_up_after`` seconds (0 = never) ends the stream with :class:`
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -25,16 +24,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 
-import numpy as np
-
 from handlers.schema import DetectionResult
 from scripts.client import ClientError, ModelNotReady, ServerUnavailable
+from scripts.latency import LatencyReservoir
 from scripts.stream.frames import Backoff, Frame, LatestFrameMailbox
 from scripts.stream.transport import EncodeOptions, Transport, encode_frame, scale_result
 
-log = logging.getLogger("stream")
+__all__ = [
+    "FrameResult",
+    "Policy",
+    "StreamAborted",
+    "StreamConfig",
+    "StreamRunner",
+    "StreamStats",
+]
 
-PERCENTILES = (50, 90, 99)
+log = logging.getLogger("stream")
 
 
 class Policy(Enum):
@@ -69,31 +74,6 @@ class _Pending:
     future: Future
 
 
-class LatencyReservoir:
-    """Latency samples for percentiles; past ``capacity`` a uniform random sample is kept (bounded memory)."""
-
-    def __init__(self, capacity: int = 200_000, seed: int = 0) -> None:
-        self.capacity = capacity
-        self.count = 0
-        self.samples: list[float] = []
-        self._random = random.Random(seed)
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        if len(self.samples) < self.capacity:
-            self.samples.append(value)
-            return
-        slot = self._random.randrange(self.count)
-        if slot < self.capacity:
-            self.samples[slot] = value
-
-    def percentiles(self) -> dict[str, float]:
-        if not self.samples:
-            return {f"p{p}": float("nan") for p in PERCENTILES}
-        values = np.percentile(np.asarray(self.samples), PERCENTILES)
-        return {f"p{p}": float(v) for p, v in zip(PERCENTILES, values)}
-
-
 @dataclass
 class StreamStats:
     read: int = 0  # frames taken from the source
@@ -116,7 +96,9 @@ class StreamStats:
         out |= {"retries": self.retries, "reconnects": self.reconnects, "max_in_flight": self.max_in_flight}
         out |= {"elapsed_s": round(self.elapsed_s, 3), "fps": round(self.fps, 2)}
         out["dropped_share"] = round(self.dropped / self.read, 4) if self.read else 0.0
-        out["latency_ms"] = {k: round(v, 1) for k, v in self.latency.percentiles().items()}
+        # No processed frame, no latency: null in JSON (NaN is not JSON), "no frames processed" below.
+        latency = self.latency.percentiles().items()
+        out["latency_ms"] = {k: round(v, 1) if self.processed else None for k, v in latency}
         return out
 
     def summary(self) -> str:
@@ -126,7 +108,11 @@ class StreamStats:
             f"({100 * s['dropped_share']:.1f}%), failed {s['failed']}, processed {s['processed']}\n"
             f"throughput: {s['fps']:.1f} fps over {s['elapsed_s']:.1f}s; max in flight {s['max_in_flight']}; "
             f"reconnects {s['reconnects']}, re-sent {s['retries']}\n"
-            f"end-to-end latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}"
+            + (
+                f"end-to-end latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}"
+                if self.processed
+                else "end-to-end latency ms: no frames processed"
+            )
         )
 
 

@@ -10,7 +10,6 @@ client says so on stderr; files and folders end at their last frame.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +20,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from scripts.paths import iter_images
+
+__all__ = [
+    "URL_SCHEMES",
+    "Backoff",
+    "Frame",
+    "LatestFrameMailbox",
+    "Source",
+    "SourceKind",
+    "open_capture",
+    "read_frames",
+    "source_fps",
+]
+
 log = logging.getLogger("stream")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -109,11 +121,10 @@ def source_fps(source: Source, default: float = 25.0) -> float:
 
 
 def _folder_images(folder: Path) -> Iterator[np.ndarray]:
-    names = sorted(e.name for e in os.scandir(folder) if e.name.lower().endswith(IMAGE_SUFFIXES))
-    for name in names:
-        image = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
+    for path in iter_images(folder, recursive=False):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            log.warning("skipping %s: not a readable image", folder / name)
+            log.warning("skipping %s: not a readable image", path)
             continue
         yield image
 

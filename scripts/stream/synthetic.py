@@ -1,9 +1,8 @@
 """A synthetic clip with exact ground truth: real faces moving along known paths over a face-free scene.
 
-Faces: the astronaut (scikit-image) and Grace Hopper (matplotlib sample data), both public domain,
-cropped with context around their face boxes (tests/images.py) and pasted at known positions.
-Background: scikit-image's ``coffee()`` (no face). Used by the stream tests and the benchmark in
-docs/streaming.md.
+Faces: the astronaut and Grace Hopper (scripts/samples.py, public domain), cropped with context
+around their known face boxes and pasted at known positions. Background: ``coffee()`` (no face).
+Used by the stream tests and the benchmark in docs/streaming.md.
 
     python -m scripts.stream.synthetic build/faces.avi --seconds 10 --fps 25
 """
@@ -11,7 +10,6 @@ docs/streaming.md.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from scripts.samples import ASTRONAUT_FACE, GRACE_HOPPER_FACE, astronaut, coffee, grace_hopper
 
-# Face boxes (x1, y1, x2, y2) in the source images, as in tests/images.py.
-ASTRONAUT_FACE = (177, 56, 272, 176)
-GRACE_HOPPER_FACE = (177, 106, 353, 327)
+__all__ = ["CONTEXT", "Box", "Sprite", "SyntheticClip", "main"]
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels (sub-pixel after scaling)
 CONTEXT = 0.35  # margin around the face kept in the sprite, as a share of the face size
 
 
@@ -59,21 +57,14 @@ class SyntheticClip:
 
     @cached_property
     def background(self) -> np.ndarray:
-        from skimage import data
-
-        return cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (self.width, self.height))
+        return cv2.resize(cv2.cvtColor(coffee(), cv2.COLOR_RGB2BGR), (self.width, self.height))
 
     @cached_property
     def sprites(self) -> tuple[Sprite, Sprite]:
-        from matplotlib import cbook
-        from PIL import Image
-        from skimage import data
-
-        with cbook.get_sample_data("grace_hopper.jpg") as handle:
-            hopper = np.asarray(Image.open(io.BytesIO(handle.read())).convert("RGB"))
         scale = self.height / 480
-        return _sprite(data.astronaut(), ASTRONAUT_FACE, 0.8 * scale), _sprite(
-            hopper, GRACE_HOPPER_FACE, 0.45 * scale
+        return (
+            _sprite(astronaut(), ASTRONAUT_FACE, 0.8 * scale),
+            _sprite(grace_hopper(), GRACE_HOPPER_FACE, 0.45 * scale),
         )
 
     def positions(self, index: int) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from scripts.cli import Exit
 from scripts.paths import REPO
 from tests.support.images import (
     ASTRONAUT_FACE,
@@ -137,8 +138,10 @@ def test_inprocess_gives_the_same_detections_as_the_server(
 ) -> None:
     served, local = tmp_path / "server.jsonl", tmp_path / "inprocess.jsonl"
     assert batch(folder, "-o", served, *MODEL, *server_args(server)).returncode == 1
-    run = batch(folder, "-o", local, *MODEL, "--mode", "inprocess", "--device", "cpu")
+    # As documented: no --version, so the default version's archive (first in load_models: 2.0).
+    run = batch(folder, "-o", local, "--model", "face_detector", "--mode", "inprocess", "--device", "cpu")
     assert run.returncode == 1, run.stderr
+    assert "face_detector-2.0.mar, the default version" in run.stderr
     a, b = rows(served), rows(local)
     assert sorted(a) == sorted(b)
     for name in a:
@@ -237,16 +240,17 @@ def test_overlapping_runs_are_refused(server: Server, many: Path, tmp_path: Path
     with open(lock, "a") as held:  # another run holds this output
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         refused = batch(many, "-o", output, *MODEL, *server_args(server))
-    assert refused.returncode == 5 and "holds" in refused.stderr
+    assert refused.returncode == Exit.LOCK_HELD and "holds" in refused.stderr
     assert not output.exists() and not _journal_rows(output)
 
-    # Through the cron wrapper: the second run is refused while the first is still scoring.
+    # Through the cron wrapper, started elsewhere with relative paths (read from where it starts):
+    # the second run is refused while the first is still scoring.
     env = {**os.environ, "BATCH_LOCK": str(tmp_path / "cron.lock"), "BATCH_LOG_DIR": str(tmp_path / "logs")}
     wrapper = [
         str(REPO / "scripts/batch/cron.sh"),
-        str(many),
+        os.path.relpath(many, tmp_path),
         "-o",
-        str(output),
+        output.name,
         *MODEL,
         *map(str, server_args(server)),
         "--concurrency",
@@ -258,18 +262,23 @@ def test_overlapping_runs_are_refused(server: Server, many: Path, tmp_path: Path
         time.sleep(0.05)
     second = subprocess.run(wrapper, cwd=tmp_path, env=env, timeout=60)
     assert first.poll() is None, "the first run must still be going"
-    assert second.returncode == 5
+    assert second.returncode == Exit.LOCK_HELD
     assert first.wait(timeout=300) == 0
     assert len(rows(output)) == 40
     log = next((tmp_path / "logs").glob("batch-*.log")).read_text()
-    assert "not starting (exit 5)" in log and "end: exit 0" in log and "batch_score summary" in log
+    assert "not starting (exit 6)" in log and "end: exit 0" in log and "batch_score summary" in log
 
 
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
-        (["--url", "http://127.0.0.1:9"], 3, "not reachable"),
-        (["--version", "9.9"], 4, "not loaded"),
+        (["--url", "http://127.0.0.1:9"], Exit.UNREACHABLE, "not reachable"),
+        (["--version", "9.9"], Exit.REFUSED, "not loaded"),
+        (
+            ["--key-file", "/nonexistent/key_file.json"],
+            Exit.AUTH,
+            "/nonexistent/key_file.json does not exist",
+        ),
     ],
 )
 def test_server_trouble_exit_codes(
@@ -282,3 +291,18 @@ def test_server_trouble_exit_codes(
     assert run.returncode == code, run.stderr
     assert message in run.stderr
     assert not output.exists()
+
+
+def test_the_version_answered_is_kept_for_the_output(server: Server, folder: Path, tmp_path: Path) -> None:
+    """A run without --version records the version the server answered with: a rerun with that
+    --version resumes the output, a rerun with another one is refused with the fix."""
+    output = tmp_path / "out.jsonl"
+    first = batch(folder, "-o", output, "--model", "face_detector", *server_args(server))
+    assert first.returncode == Exit.FAILED_ITEMS, first.stderr
+    assert {r["result"]["version"] for r in rows(output).values() if r["result"]} == {"2.0"}
+
+    same = batch(folder, "-o", output, *MODEL, *server_args(server))
+    assert same.returncode == Exit.FAILED_ITEMS and "scored now      : 0" in same.stdout, same.stderr
+
+    other = batch(folder, "-o", output, "--model", "face_detector", "--version", "1.0", *server_args(server))
+    assert other.returncode == Exit.USAGE and "--version 2.0" in other.stderr

@@ -66,3 +66,16 @@ def test_images_are_pushed_only_on_tags(workflow):
     dockerfile = (REPO / "Dockerfile").read_text()
     for m in matrix:
         assert f" AS {m['target']}\n" in dockerfile
+
+
+def test_every_build_arg_is_declared_in_the_dockerfile(workflow):
+    """A build-arg the Dockerfile does not declare is ignored by the build (a warning, not an error)."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    declared = set(re.findall(r"^ARG (\w+)", dockerfile, flags=re.M))
+    builds = [
+        s for job in workflow["jobs"].values() for s in job["steps"]
+        if str(s.get("uses", "")).startswith("docker/build-push-action")
+    ]  # fmt: skip
+    lines = [line for b in builds for line in b["with"].get("build-args", "").splitlines() if line.strip()]
+    passed = {line.split("=", 1)[0].strip() for line in lines}
+    assert passed and passed <= declared, f"not declared in the Dockerfile: {passed - declared}"

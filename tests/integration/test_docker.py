@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from scripts.config import read_properties
 from scripts.packaging import container_config
 from scripts.packaging.build_archives import ARCHIVES
 from scripts.paths import REPO
-from scripts.server import read_properties
+from tests.support.dockerfile import VENV_PATHS, parse_stages
 
 DOCKERFILE = REPO / "Dockerfile"
 PIN = re.compile(r"(?<![\w.-])([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][^\s\"'\\]*)")
@@ -86,13 +87,22 @@ def test_every_pin_in_the_dockerfile_matches_the_requirements_or_makefile():
 
 def test_requirements_are_installed_from_the_file_not_copied_by_hand():
     commands = " ".join(run_commands())
-    assert (
-        commands.count("pip install -r /tmp/requirements.txt")
-        + commands.count("pip install --no-cache-dir -r /tmp/requirements.txt")
-        == 2
-    ), "python-deps and kserve stages must install requirements.txt itself"
+    assert commands.count("pip install -r /tmp/requirements.txt") == 1, (
+        "python-deps must install requirements.txt itself, once: runtime and kserve share its venv"
+    )
     for name in ("torch", "torchvision"):
         assert normalize(name) in requirement_pins()
+
+
+def test_kserve_requirements_go_to_their_own_venv():
+    """kserve pins psutil<6 and protobuf<7 (requirements-kserve.txt): never into the project's venv."""
+    (deps,) = [s for s in parse_stages().values() if "requirements-kserve.txt" in " ".join(s.body)]
+    installs = [c for c in deps.run_commands() if "requirements-kserve.txt" in c]
+    assert installs == ["/opt/kserve-venv/bin/pip install -r /tmp/requirements-kserve.txt"]
+    assert "/opt/kserve-venv" in VENV_PATHS
+    kserve_pin = {normalize(n) for n, _ in PIN.findall((REPO / "requirements-kserve.txt").read_text())}
+    assert "kserve" in kserve_pin
+    assert "kserve" not in {normalize(n) for n, _ in PIN.findall((REPO / "requirements.txt").read_text())}
 
 
 def test_weight_wheels_match_the_makefile():
@@ -123,13 +133,51 @@ def test_makefile_converters_all_run_in_the_image():
 def test_variants_and_stages():
     text = dockerfile_text()
     stages = re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M)
-    assert stages == ["python-deps", "archives", "kserve-store", "kserve", "runtime"]
+    assert stages == [
+        "python-deps",
+        "archives",
+        "kserve-store",
+        "kserve-deps",
+        "runtime-base",
+        "kserve",
+        "runtime",
+    ]
+    assert stages[-1] == "runtime"  # the last stage is what a plain `docker build .` builds
     assert "ARG VARIANT=cpu" in text and "download.pytorch.org/whl/cpu" in text
     assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text  # bookworm still ships openjdk-17
 
 
+def test_runtime_and_kserve_run_torchserve_on_the_same_base():
+    """The kserve predictor is the project's own Python, venv and Java, not torchserve-kfs (Python 3.9,
+    numpy 1.x, protobuf 3.x: the project's pins cannot install there)."""
+    stages = parse_stages()
+    assert stages["runtime"].base == stages["kserve"].base == "runtime-base"
+    assert stages["runtime-base"].base == stages["python-deps"].base == "python:3.11-slim-bookworm"
+    assert stages["kserve-deps"].base == stages["python-deps"].base  # its venv's python is the same
+    assert "torchserve-kfs" not in dockerfile_text()
+
+
+def test_kserve_image_runs_torchserve_then_the_wrapper():
+    kserve = parse_stages()["kserve"]
+    entrypoint = kserve.exec_form("ENTRYPOINT")
+    assert entrypoint[:3] == ["/usr/bin/tini", "-g", "--"]
+    (copy,) = [c for c in kserve.copies() if c.sources == ("deploy/kserve/wrapper/",)]
+    script = entrypoint[-1]
+    assert script.startswith(copy.dest)
+    text = (REPO / "deploy/kserve/wrapper" / script[len(copy.dest) :]).read_text()
+    # KServe's runtime passes the TorchServe command as arguments; the wrapper runs in its own venv.
+    assert '\n"$@"\n' in text
+    assert f"exec /opt/kserve-venv/bin/python {copy.dest}serve.py" in text
+    # The CMD repeats what KServe's kserve-torchserve runtime passes (docs/deployment.md).
+    assert kserve.exec_form("CMD") == [
+        "torchserve", "--start", "--model-store=/mnt/models/model-store",
+        "--ts-config=/mnt/models/config/config.properties",
+    ]  # fmt: skip
+    assert any(u.split(":")[0] not in ("0", "root") for u in kserve.keyword("USER"))
+
+
 def test_runtime_is_non_root_with_a_readiness_healthcheck():
-    runtime = dockerfile_text().split("AS runtime", 1)[1]
+    runtime = dockerfile_text().split("AS runtime\n", 1)[1]
     users = re.findall(r"^USER (\S+)$", runtime, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     health = re.search(r"^HEALTHCHECK .*?CMD (\[.*?\])$", runtime, flags=re.M | re.S)
@@ -153,7 +201,7 @@ def test_runtime_copies_every_package_the_healthcheck_imports():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     packages = json.loads(out.stdout.replace("'", '"'))
-    runtime = dockerfile_text().split("AS runtime", 1)[1]
+    runtime = dockerfile_text().split("AS runtime\n", 1)[1]
     for package in packages:
         assert f"COPY {package} /opt/model-server/{package}" in runtime, f"runtime image lacks {package}/"
 

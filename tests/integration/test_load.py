@@ -12,8 +12,8 @@ worker, a multi-second stall or a worker restart all push it far beyond, while s
 
 from __future__ import annotations
 
-from scripts.bench.cli import sample_jpeg
 from scripts.bench.load import run_step
+from scripts.samples import sample_jpeg
 
 CONCURRENCY = 4
 DURATION_S = 120.0

@@ -4,7 +4,6 @@ and the drift exporter, plus ``promtool`` checks of the config and unit tests of
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,16 +20,9 @@ from scripts.paths import REPO
 from scripts.server import free_ports
 from tests.support import images
 from tests.support.servers import launch
+from tests.support.tools import require
 
 MONITORING = REPO / "monitoring"
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed: apt-get install -y prometheus (.ci/run does it)"
-)
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus not installed: apt-get install -y prometheus (.ci/run does it)"
-)
 MODEL = "face_detector"
 VERSION = "2.0"  # the default version: requests without a version go to it
 # Live traffic per case and what must be flagged (kind, feature); anything else flagged is a failure.
@@ -74,18 +66,18 @@ def alert_expr(name: str) -> str:
     raise KeyError(name)
 
 
-@needs_promtool
 def test_promtool_check_config() -> None:
     result = subprocess.run(
-        [PROMTOOL, "check", "config", str(MONITORING / "prometheus.yml")], capture_output=True, text=True
+        [require("promtool"), "check", "config", str(MONITORING / "prometheus.yml")],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_alert_rule_unit_tests() -> None:
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", str(MONITORING / "alerts_test.yml")],
+        [require("promtool"), "test", "rules", str(MONITORING / "alerts_test.yml")],
         capture_output=True,
         text=True,
         cwd=MONITORING,
@@ -114,7 +106,7 @@ class Prometheus:
         self.log = open(work / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                PROMETHEUS,
+                require("prometheus"),
                 f"--config.file={work / 'prometheus.yml'}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address={self.url.removeprefix('http://')}",
@@ -164,8 +156,7 @@ class Prometheus:
 def stack(tmp_path_factory: pytest.TempPathFactory):
     """TorchServe (own instance: its feature log holds only this module's traffic), the drift
     exporter (filled in per case by the tests), and a Prometheus scraping both every second."""
-    if PROMETHEUS is None:
-        pytest.skip("prometheus not installed: apt-get install -y prometheus (.ci/run does it)")
+    require("prometheus")
     from prometheus_client import start_http_server
 
     work = tmp_path_factory.mktemp("monitoring")
@@ -198,7 +189,6 @@ def send(server, payloads: list[bytes], workers: int = 4) -> None:
             assert result.version == VERSION
 
 
-@needs_prometheus
 def test_stage_histograms_and_error_counters_move(stack) -> None:
     server, prom = stack["server"], stack["prometheus"]
     sel = f'model_name="{MODEL}",model_version="{VERSION}"'
@@ -253,7 +243,6 @@ def case_window(server, kind: str, count: int, seed: int) -> tuple[float, float]
     return since, time.time() + 0.01
 
 
-@needs_prometheus
 def test_drift_flagged_through_prometheus(stack) -> None:
     server, prom, work = stack["server"], stack["prometheus"], stack["work"]
     log_dir = server.run_dir / "logs" / "features"
@@ -291,7 +280,6 @@ def test_drift_flagged_through_prometheus(stack) -> None:
         assert flagged_by_case[kind] <= expected | ALLOWED.get(kind, set()), (kind, flagged_by_case[kind])
 
 
-@needs_prometheus
 def test_dashboard_queries_run_on_prometheus(stack) -> None:
     prom = stack["prometheus"]
     dashboard = json.loads((MONITORING / "grafana" / "detection-dashboard.json").read_text())

@@ -15,7 +15,8 @@ import cv2
 import pytest
 import requests
 
-from scripts.drift.images import encode_jpeg, generate
+from scripts.drift.images import generate
+from scripts.samples import encode_jpeg
 from tests.support import images
 from tests.support.servers import launch
 

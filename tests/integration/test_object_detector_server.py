@@ -20,10 +20,9 @@ import torch
 import yaml
 from skimage import data as skdata
 
+from handlers.config import ObjectDetectorConfig
 from handlers.object_detector import TorchvisionDetector
-from handlers.object_models import ObjectModelConfig
 from handlers.pipeline import DetectionPipeline
-from handlers.settings import settings_from_config
 from handlers.ts_adapter import configure_threads
 from scripts.packaging.build_object_detector import build_object_detector
 from tests.support.images import (
@@ -77,9 +76,10 @@ def in_process(store: Path, name: str, tmp_path: Path) -> DetectionPipeline:
     with zipfile.ZipFile(store / f"{name}-1.0.mar") as archive:
         archive.extract("object_detector.pt", tmp_path)
         section = yaml.safe_load(archive.read("model-config.yaml"))["handler"]
-    configure_threads(section)  # the worker's thread count: results depend on it at the last bit
-    detector = TorchvisionDetector(ObjectModelConfig.from_section(section), tmp_path / "object_detector.pt")
-    return DetectionPipeline(detector, name, "1.0", settings_from_config(section))
+    config = ObjectDetectorConfig.from_section(section)
+    configure_threads(config.torch_threads)  # the worker's thread count: results depend on it at the last bit
+    detector = TorchvisionDetector(config.model(), tmp_path / "object_detector.pt")
+    return DetectionPipeline(detector, name, "1.0", config.settings())
 
 
 def assert_same(served_json: list[dict], local_json: list[dict], box_atol: float = 1e-3) -> None:

@@ -22,8 +22,9 @@ import pytest
 import requests
 
 from scripts import server as server_lib
-from scripts.bench.soak import run_soak, sample_jpeg
+from scripts.bench.soak import run_soak
 from scripts.client import AuthError, ClientError, ServerUnavailable
+from scripts.samples import sample_jpeg
 from tests.support.fault_archives import FAULT_CONFIG, LEAKY_CONFIG, store_with
 from tests.support.images import grace_hopper_bytes
 from tests.support.servers import launch, shutdown

@@ -24,9 +24,9 @@ import pytest
 import requests
 
 from scripts.client import DetectionClient, ManagementClient
+from scripts.config import read_properties
 from scripts.packaging.build_archives import ARCHIVES
 from scripts.paths import REPO
-from scripts.server import read_properties
 from tests.support.images import astronaut, encode, grace_hopper_bytes
 from tests.support.servers import MODEL_STORE, launch, shutdown, store_with
 

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from scripts.cli import Exit
 from scripts.client import DetectionClient, Endpoints, TokenStore
-from scripts.manage import EXIT
+from scripts.config import read_properties
 from scripts.manage import main as manage_main
 from scripts.paths import REPO
-from scripts.server import isolated_settings, read_properties, render_config
+from scripts.server import isolated_settings, render_config
 from tests.support.images import (
     ASTRONAUT_FACE,
     CAMERA_FACE,
@@ -79,7 +80,7 @@ def manage(served: Served, capsys: pytest.CaptureFixture, *args: str) -> tuple[i
 
 def listing(served: Served, capsys) -> dict[str, dict]:
     code, out, _ = manage(served, capsys, "--json", "list")
-    assert code == EXIT["ok"]
+    assert code == Exit.OK
     return {row["version"]: row for row in json.loads(out) if row["model"] == MODEL}
 
 
@@ -92,12 +93,46 @@ def test_both_versions_load_at_start_and_2_0_is_default(served, capsys):
 
 
 def test_describe_shows_workers_pids_and_queue(served, capsys):
-    code, out, _ = manage(served, capsys, "--json", "describe", MODEL, "1.0")
+    code, out, _ = manage(served, capsys, "describe", MODEL, "1.0", "--json")  # options after the verb
     (described,) = json.loads(out)
     assert code == 0 and described["modelVersion"] == "1.0"
     assert described["workers"][0]["pid"] > 0 and "pendingRequests" in described["jobQueueStatus"]
     code, out, _ = manage(served, capsys, "describe", MODEL)
     assert code == 0 and "face_detector 2.0 (default)" in out and "queue:" in out and "READY" in out
+    # memoryUsage is 0 until TorchServe's first system-metrics sample (every 60 s): never shown as 0.
+    rows = [line.split() for line in out.splitlines() if "READY" in line]
+    assert rows and all(re.search(r"(\d+ MiB|n/a)$", " ".join(row)) for row in rows), out
+
+
+def test_global_options_go_before_or_after_the_command(served, capsys):
+    before = manage(served, capsys, "--json", "list")
+    after = manage(served, capsys, "list", "--json")
+    assert before[0] == after[0] == Exit.OK
+    assert {r["version"] for r in json.loads(before[1])} == {r["version"] for r in json.loads(after[1])}
+
+
+def test_key_file_from_ts_key_file(served, capsys, monkeypatch, tmp_path):
+    """--run-dir without a key file: TS_KEY_FILE is honoured, as by every other tool."""
+    monkeypatch.setenv("TS_KEY_FILE", str(served.run_dir / "key_file.json"))
+    code, out, err = manage_in(tmp_path, served, capsys, "list", "--json")
+    assert code == Exit.OK, err
+    assert {r["version"] for r in json.loads(out)} >= {"1.0", "2.0"}
+
+
+def test_missing_key_file_says_where_it_looked(served, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("TS_KEY_FILE", raising=False)
+    code, out, err = manage_in(tmp_path, served, capsys, "list")
+    assert code == Exit.AUTH and out == ""
+    assert f"{tmp_path.resolve() / 'key_file.json'} does not exist" in err
+    assert "make serve" in err and "TS_KEY_FILE" in err and "rejected" not in err
+
+
+def manage_in(run_dir: Path, served: Served, capsys, *args: str) -> tuple[int, str, str]:
+    """manage against ``served`` with another run dir (no key file there)."""
+    capsys.readouterr()
+    code = manage_main(["--config", str(served.config), "--run-dir", str(run_dir), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 FACES = {"astronaut": (lambda: encode(astronaut()), ASTRONAUT_FACE),
@@ -162,12 +197,12 @@ def test_set_default_then_rollback(served, capsys):
     assert code == 0 and "1.0 -> 2.0" in out
     assert client.detect(encode(astronaut())).version == "2.0"
     code, _, err = manage(served, capsys, "rollback", MODEL)
-    assert code == EXIT["usage"] and "no earlier default" in err
+    assert code == Exit.USAGE and "no earlier default" in err
 
 
 def test_set_default_to_unknown_version_is_refused(served, capsys):
     code, _, err = manage(served, capsys, "set-default", MODEL, "9.9")
-    assert code == EXIT["refused"] and "9.9 does not exist" in err
+    assert code == Exit.REFUSED and "9.9 does not exist" in err
 
 
 def test_scale_changes_worker_count(served, capsys):
@@ -182,13 +217,13 @@ def test_wrong_token_is_a_clear_error(served, capsys, monkeypatch):
     monkeypatch.setenv("TS_MANAGEMENT_KEY", "not-a-key")
     monkeypatch.setenv("TS_API_KEY", "not-a-key-either")
     code, out, err = manage(served, capsys, "list")
-    assert code == EXIT["auth"] and out == ""
+    assert code == Exit.AUTH and out == ""
     assert "authentication failed" in err and "token" in err and "key file" in err
 
 
 def test_register_needs_the_model_api(served, capsys):
     code, _, err = manage(served, capsys, "register", "face_detector-1.0.mar")
-    assert code == EXIT["refused"] and "enable_model_api=true" in err
+    assert code == Exit.REFUSED and "enable_model_api=true" in err
 
 
 def test_default_and_workers_survive_restart(served, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from skimage import data as skdata
 
-from scripts.manage import EXIT
+from scripts.cli import Exit
 from scripts.manage import main as manage_main
 from scripts.packaging.build_archives import ARCHIVES, ArchiveSpec, build
 from tests.support.images import astronaut, encode, grace_hopper_bytes
@@ -64,7 +64,7 @@ def test_compare_2_0_and_1_0_agree(admin, capsys):
         admin, capsys, "--json", "compare", MODEL, "2.0", "1.0", "--images", str(admin.images)
     )
     summary = json.loads(out)
-    assert code == EXIT["ok"] and summary["passed"]
+    assert code == Exit.OK and summary["passed"]
     assert summary["images"] == 7 and summary["matched"] == 4 and summary["agreement"] == 1.0
     assert summary["latency_ms_a"]["p50"] > 0 and summary["latency_ms_b"]["p50"] > 0
     code, out, _ = manage(admin, capsys, "compare", MODEL, "2.0", "1.0", "--images", str(admin.images))
@@ -77,7 +77,7 @@ def test_register_promote_refuses_disagreeing_candidate_then_unregister(admin, c
     assert admin.client().detect(encode(astronaut()), MODEL, "3.0").detections == []
 
     code, out, _ = manage(admin, capsys, "promote", MODEL, "3.0", "--images", str(admin.images))
-    assert code == EXIT["disagreement"] and "promotion refused" in out and "FAIL: agreement 0.000" in out
+    assert code == Exit.FAILED_ITEMS and "promotion refused" in out and "FAIL: agreement 0.000" in out
     assert admin.management().describe(MODEL)[0]["modelVersion"] == "2.0"
 
     code, out, _ = manage(admin, capsys, "unregister", MODEL, "3.0")
@@ -89,16 +89,16 @@ def test_promote_agreeing_candidate_then_rollback(admin, capsys):
     assert code == 0 and "promoted: face_detector default 2.0 -> 1.0" in out
     assert admin.client().detect(encode(astronaut())).version == "1.0"
     code, _, err = manage(admin, capsys, "unregister", MODEL, "1.0")
-    assert code == EXIT["refused"] and "403" in err  # the default version cannot be removed
+    assert code == Exit.REFUSED and "403" in err  # the default version cannot be removed
     code, out, _ = manage(admin, capsys, "rollback", MODEL)
     assert code == 0 and admin.client().detect(encode(astronaut())).version == "2.0"
 
 
 def test_register_unknown_archive_is_refused(admin, capsys):
     code, _, err = manage(admin, capsys, "register", "no_such_model-1.0.mar")
-    assert code == EXIT["refused"] and "no_such_model-1.0.mar" in err
+    assert code == Exit.REFUSED and "no_such_model-1.0.mar" in err
 
 
 def test_compare_without_images_is_a_usage_error(admin, capsys, tmp_path):
     code, _, err = manage(admin, capsys, "compare", MODEL, "2.0", "1.0", "--images", str(tmp_path / "none"))
-    assert code == EXIT["usage"] and "not a folder" in err
+    assert code == Exit.USAGE and "not a folder" in err

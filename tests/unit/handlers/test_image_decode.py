@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from handlers.config import RetinaFaceConfig
 from handlers.errors import InputError
-from handlers.image_decode import DecodeLimits, decode_image
+from handlers.image_decode import decode_image
 from tests.support.images import astronaut, encode, png_claiming
 
 
@@ -71,6 +72,6 @@ def test_rejections(data, status, message):
 
 
 def test_limits_from_config_validate():
-    assert DecodeLimits.from_config({"image_formats": ["jpeg"]}).formats == ("JPEG",)
+    assert RetinaFaceConfig.from_section({"image_formats": ["jpeg"]}).decode_limits().formats == ("JPEG",)
     with pytest.raises(ValueError, match="subset of"):
-        DecodeLimits.from_config({"image_formats": ["TIFF"]})
+        RetinaFaceConfig.from_section({"image_formats": ["TIFF"]})

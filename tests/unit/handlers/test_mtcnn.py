@@ -9,6 +9,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
+from handlers.config import ConfigError, MTCNNConfig
 from handlers.mtcnn import MTCNN, CascadeConfig, min_overlap_nms
 from handlers.mtcnn_detector import MTCNNDetector
 from handlers.settings import DetectorSettings
@@ -127,14 +128,19 @@ def test_min_overlap_nms(boxes, scores, expected):
 
 
 @pytest.mark.parametrize(
-    "section",
-    [{"min_face_size": 5}, {"pyramid_factor": 0.99}, {"pnet_threshold": 1.5}, {"rnet_threshold": "x"}],
+    "section, message",
+    [
+        ({"min_face_size": 5}, r"min_face_size=5 is outside \[12, 1000\]"),
+        ({"pyramid_factor": 0.99}, r"pyramid_factor=0.99 is outside \[0.3, 0.95\]"),
+        ({"pnet_threshold": 1.5}, r"pnet_threshold=1.5 is outside \[0.0, 1.0\]"),
+        ({"rnet_threshold": "x"}, r"rnet_threshold must be float \(a number\), got 'x' \(str\)"),
+    ],
 )
-def test_bad_cascade_settings_fail_with_the_fix(section):
-    with pytest.raises(ValueError, match="min_face_size: 20"):
-        CascadeConfig.from_section(section)
+def test_bad_cascade_settings_fail_with_the_fix(section, message):
+    with pytest.raises(ConfigError, match=message):
+        MTCNNConfig.from_section(section)
 
 
 def test_cascade_settings_defaults_and_overrides():
-    assert CascadeConfig.from_section({}) == CascadeConfig()
-    assert CascadeConfig.from_section({"min_face_size": 40}).min_face_size == 40
+    assert MTCNNConfig.from_section({}).cascade() == CascadeConfig()
+    assert MTCNNConfig.from_section({"min_face_size": 40}).cascade().min_face_size == 40

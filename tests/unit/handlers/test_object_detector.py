@@ -7,6 +7,7 @@ these machines, so these tests check the plumbing, never detection quality.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ from skimage import data as skdata
 from torchvision.models import detection
 
 from handlers.coco_labels import COCO_CATEGORIES
+from handlers.config import ConfigError, ObjectDetectorConfig
 from handlers.object_detector import TorchvisionDetector
 from handlers.object_models import (
     ARCHITECTURES,
-    ObjectModelConfig,
     WeightsError,
     build_model,
     read_state_dict,
@@ -44,7 +45,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def make_detector(arch: str, weights: dict[str, Path], **section) -> TorchvisionDetector:
-    config = ObjectModelConfig.from_section({"architecture": arch, **SMALL, **section})
+    config = ObjectDetectorConfig.from_section({"architecture": arch, **SMALL, **section}).model()
     return TorchvisionDetector(config, weights[arch])
 
 
@@ -104,7 +105,7 @@ def test_mixed_sizes_in_one_batch_equal_single_images(arch, weights):
     ],
 )
 def test_network_size(arch, height, width, inference_size, expected, weights):
-    config = ObjectModelConfig.from_section({"architecture": arch})
+    config = ObjectDetectorConfig.from_section({"architecture": arch}).model()
     assert TorchvisionDetector(config, weights[arch]).network_size(height, width, inference_size) == expected
 
 
@@ -136,14 +137,23 @@ def test_user_labels_name_the_classes(tmp_path):
     "section, message",
     [
         ({"architecture": "yolov8"}, "write one of: ssdlite320_mobilenet_v3_large"),
-        ({"architecture": SSD, "labels": "imagenet"}, "must be 'coco' or a list"),
+        ({"architecture": SSD, "labels": "imagenet"}, "labels must be 'coco' or a list"),
         ({"architecture": SSD, "labels": ["bg", ""]}, "non-empty names"),
-        ({"architecture": SSD, "min_size": 10}, "min_size must be a whole number in [32, 2048]"),
+        ({"architecture": SSD, "min_size": 10}, "min_size=10 is outside [32, 2048]"),
+        ({"architecture": SSD, "min_size": 320.5}, "min_size must be int (a whole number) or null"),
+        ({"labels": "coco"}, "missing key 'architecture'"),
     ],
 )
 def test_bad_model_config_says_what_to_write(section, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        ObjectModelConfig.from_section(section)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ObjectDetectorConfig.from_section(section)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_min_size_defaults_to_the_architectures(arch):
+    config = ObjectDetectorConfig.from_section({"architecture": arch})
+    assert config.model().min_size == ARCHITECTURES[arch].min_size
+    assert config.model().labels == COCO_CATEGORIES
 
 
 class _NotATensor:
@@ -241,7 +251,8 @@ def test_labels_file_format(tmp_path, lines, message):
     [
         ({"score_threshold": 1.5}, "score_threshold=1.5 is outside"),
         ({"no_such_key": 1}, "unknown setting 'no_such_key'"),
-        ({"min_size": 5}, "min_size must be"),
+        ({"min_size": 5}, "min_size=5 is outside"),
+        ({"torch_threads": -1}, "torch_threads=-1 is outside"),
     ],
 )
 def test_bad_settings_fail_the_build(values, message):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.errors import InputError
-from handlers.settings import DetectorSettings, settings_from_config
+from handlers.settings import DetectorSettings
 
 
 @pytest.mark.parametrize(
@@ -33,10 +33,3 @@ def test_invalid_overrides_are_400(overrides, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
         DetectorSettings().with_overrides(overrides)
     assert err.value.status == 400
-
-
-def test_config_section_ignores_other_keys_and_validates():
-    assert settings_from_config({"weights": "x.pt", "nms_iou": 0.5}).nms_iou == 0.5
-    assert settings_from_config(None) == DetectorSettings()
-    with pytest.raises(ValueError, match="A valid section looks like"):
-        settings_from_config({"score_threshold": 7})

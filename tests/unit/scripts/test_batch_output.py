@@ -138,14 +138,14 @@ def test_format_for_rejects_with_the_fix(name: str, explicit: str | None) -> Non
 
 def test_journal_resumes_and_last_row_wins(tmp_path) -> None:
     path = tmp_path / ".out.journal"
-    journal = Journal(path, {"model": "m", "version": "1"})
+    journal = Journal(path, {"model": "m", "version": "2.0"})
     assert journal.open() == {}
     for row in (OK, GONE, BAD):
         journal.append(row)
     journal.append(Row(GONE.path, GONE.mtime, GONE.size, result=NONE.result))  # retried, now fine
     journal.close()
 
-    again = Journal(path, {"model": "m", "version": "1"})
+    again = Journal(path, {"model": "m", "version": "2.0"})
     done = again.open()
     assert sorted(done) == sorted([OK.path, GONE.path, BAD.path])
     assert done[GONE.path].ok and not done[BAD.path].ok and done[BAD.path].reason == "unsupported_format"
@@ -172,17 +172,66 @@ def test_journal_cuts_a_torn_tail(tmp_path, tail: bytes) -> None:
     assert path.read_bytes().startswith(good) and path.read_bytes().count(b"\n") == 3
 
 
-@pytest.mark.parametrize(
-    ("header", "message"),
-    [({"model": "other", "version": "1"}, "model 'm'"), ({"model": "m", "version": "2"}, "version '1'")],
-)
-def test_journal_refuses_rows_of_another_model(tmp_path, header, message: str) -> None:
+def test_journal_refuses_rows_of_another_model(tmp_path) -> None:
     path = tmp_path / ".out.journal"
     first = Journal(path, {"model": "m", "version": "1"})
     first.open()
     first.close()
-    with pytest.raises(JournalMismatch, match=message):
-        Journal(path, header).open()
+    with pytest.raises(JournalMismatch, match="model 'm'"):
+        Journal(path, {"model": "other", "version": "1"}).open()
+
+
+@pytest.mark.parametrize(
+    ("asked_first", "rows", "asked_now", "pinned"),
+    [
+        (None, [], None, None),  # nothing known yet: the server's default
+        (None, [], "2.0", "2.0"),
+        (None, [BAD], "1.0", "1.0"),  # error rows carry no version
+        (None, [OK], None, "2.0"),  # learnt from the answer: a rerun keeps to it
+        (None, [OK], "2.0", "2.0"),  # the rerun of a run without --version is accepted
+        ("2.0", [], None, "2.0"),
+        ("2.0", [OK, NONE], "2.0", "2.0"),
+    ],
+)
+def test_journal_pins_the_version_of_its_rows(tmp_path, asked_first, rows, asked_now, pinned) -> None:
+    path = tmp_path / ".out.journal"
+    first = Journal(path, {"model": "face_detector", "version": asked_first})
+    first.open()
+    for row in rows:
+        first.append(row)
+    first.close()
+    again = Journal(path, {"model": "face_detector", "version": asked_now})
+    again.open()
+    assert again.pin_version(asked_now) == pinned
+    again.close()
+
+
+@pytest.mark.parametrize(("asked_first", "rows"), [("1.0", []), (None, [OK]), ("2.0", [NONE])])
+def test_journal_refuses_a_run_of_another_version(tmp_path, asked_first, rows) -> None:
+    path = tmp_path / ".out.journal"
+    first = Journal(path, {"model": "face_detector", "version": asked_first})
+    first.open()
+    for row in rows:
+        first.append(row)
+    first.close()
+    again = Journal(path, {"model": "face_detector", "version": "3.0"})
+    again.open()
+    expected = asked_first or "2.0"
+    with pytest.raises(JournalMismatch, match=f"rows of face_detector {expected}.*--version {expected}"):
+        again.pin_version("3.0")
+
+
+def test_journal_refuses_an_answer_of_another_version(tmp_path) -> None:
+    """A set-default during a run without --version: rows of two versions never share an output."""
+    journal = Journal(tmp_path / ".out.journal", {"model": "face_detector", "version": None})
+    journal.open()
+    journal.append(OK)  # 2.0 answered: the output is 2.0 from now on
+    journal.append(BAD)
+    other = Row("/in/e.jpg", 5.0, 10, result=DetectionResult("face_detector", "1.0", 64, 64, []))
+    with pytest.raises(JournalMismatch, match="answered with face_detector 1.0.*--version 2.0"):
+        journal.append(other)
+    assert other.path not in journal.done
+    journal.close()
 
 
 def test_journal_refuses_a_foreign_file(tmp_path) -> None:

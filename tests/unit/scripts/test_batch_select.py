@@ -156,7 +156,13 @@ def test_select_files_by_date(tree, date_by: str, since, until, expected: list[s
 def test_select_files_counts_undated_files_in_folder_mode(tree) -> None:
     skipped: dict[str, int] = {}
     list(select_files([str(tree)], date_range("2026-11-26", None), "folder", skipped=skipped))
-    assert skipped == {"undated": 2}
+    assert skipped == {"undated": 2, "folders outside the range": 2}  # 2025/, 2026-11-25/
+
+
+def test_select_files_counts_files_outside_the_range(tree) -> None:
+    skipped: dict[str, int] = {}
+    list(select_files([str(tree)], date_range("2026-11-26", "2026-11-26"), "mtime", skipped=skipped))
+    assert skipped == {"outside the range": 6}
 
 
 def test_folder_mode_does_not_enter_folders_outside_the_range(tree) -> None:

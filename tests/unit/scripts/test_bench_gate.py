@@ -7,6 +7,7 @@ import json
 import pytest
 
 from scripts.bench import gate as bench_gate
+from scripts.cli import Exit
 from scripts.paths import REPO
 
 
@@ -121,7 +122,7 @@ def write(tmp_path, name, data):
 
 @pytest.mark.parametrize(
     ("current", "code"),
-    [(BASE, 0), (bench(step(rps=1.0)), 1), (bench(), 1)],
+    [(BASE, Exit.OK), (bench(step(rps=1.0)), Exit.FAILED_ITEMS), (bench(), Exit.FAILED_ITEMS)],
 )
 def test_cli_exit_codes(tmp_path, capsys, current, code):
     args = [str(write(tmp_path, "run.json", current)), "--baseline", str(write(tmp_path, "base.json", BASE))]
@@ -131,8 +132,10 @@ def test_cli_exit_codes(tmp_path, capsys, current, code):
 
 def test_cli_unreadable_benchmark_fails(tmp_path, capsys):
     (tmp_path / "run.json").write_text("{not json")
-    assert bench_gate.main([str(tmp_path / "run.json"), "--baseline", str(tmp_path / "missing.json")]) == 1
-    assert "not JSON" in capsys.readouterr().err
+    code = bench_gate.main([str(tmp_path / "run.json"), "--baseline", str(tmp_path / "missing.json")])
+    assert code == Exit.USAGE  # not 0: an unreadable benchmark never passes the gate
+    err = capsys.readouterr().err
+    assert err.startswith("python -m scripts.bench.gate: error: ") and "not JSON" in err
 
 
 def test_committed_baseline_is_valid_and_marked_as_placeholder():

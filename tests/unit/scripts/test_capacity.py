@@ -7,6 +7,7 @@ import json
 import pytest
 
 from scripts.bench import capacity
+from scripts.cli import Exit
 
 
 def step(target="torchserve", concurrency=1, rps=10.0, p99=100.0, errors=0):
@@ -102,5 +103,33 @@ def test_cli(tmp_path, capsys):
 def test_cli_reports_errors(tmp_path, capsys):
     path = tmp_path / "empty.json"
     path.write_text(json.dumps({"model": "m", "version": "1", "steps": []}))
-    assert capacity.main([str(path), "--cameras", "1", "--fps", "1"]) == 1
-    assert "nothing to size from" in capsys.readouterr().err
+    assert capacity.main([str(path), "--cameras", "1", "--fps", "1"]) == Exit.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("python -m scripts.bench.capacity: error: ") and "nothing to size from" in err
+
+
+@pytest.mark.parametrize(
+    ("data", "workers"),
+    [
+        (BENCH, None),  # not recorded
+        ({**BENCH, "workers": 2}, 2),  # written by scripts/bench/cli.py
+        ({**BENCH, "steps": [*BENCH["steps"][:3], {**step("inprocess", 1), "processes": 3}]}, 3),
+        ({**BENCH, "workers": 2, "steps": [{**step("inprocess", 1), "processes": 3}]}, 2),
+    ],
+)
+def test_benchmark_workers(data, workers):
+    assert capacity.benchmark_workers(data) == workers
+
+
+@pytest.mark.parametrize(
+    ("recorded", "flag", "per_worker", "note"),
+    [(None, [], "20.0", True), (2, [], "10.0", False), (2, ["--workers", "4"], "5.0", False)],
+)
+def test_cli_takes_the_worker_count_of_the_benchmark(tmp_path, capsys, recorded, flag, per_worker, note):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(BENCH if recorded is None else {**BENCH, "workers": recorded}))
+    assert capacity.main([str(path), "--cameras", "40", "--fps", "5", *flag]) == Exit.OK
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("bench "))
+    assert row[1:3] == ["20.0", per_worker]
+    assert ("assumed 1" in out) is note

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from scripts.manage import EXIT, table
+from scripts.cli import Exit
+from scripts.client import AuthError, Endpoints, TokenStore
+from scripts.manage import key_file, parser, table, worker_memory
 from scripts.manage import main as manage_main
 from scripts.versions import Comparison, ImageAgreement, ServedState, match_faces
 from tests.support.servers import free_ports
@@ -93,15 +95,57 @@ def run(tmp_path, capsys, *args: str) -> tuple[int, str, str]:
 
 def test_no_server_is_exit_3_with_a_hint(tmp_path, capsys):
     code, out, err = run(tmp_path, capsys, "--json", "list")
-    assert code == EXIT["unreachable"] and "make serve" in err
+    assert code == Exit.UNREACHABLE and "make serve" in err
     assert json.loads(out)["error"] == "unreachable"
 
 
 def test_rollback_without_history_is_a_usage_error(tmp_path, capsys):
     code, _, err = run(tmp_path, capsys, "rollback", "face_detector")
-    assert code == EXIT["usage"] and "no earlier default" in err
+    assert code == Exit.USAGE and "no earlier default" in err
 
 
 def test_scale_max_below_min_is_a_usage_error(tmp_path, capsys):
     code, _, err = run(tmp_path, capsys, "scale", "face_detector", "3", "--version", "1.0", "--max", "2")
-    assert code == EXIT["usage"] and "--max 2" in err
+    assert code == Exit.USAGE and "--max 2" in err
+
+
+def test_options_after_the_command(tmp_path, capsys):
+    code, out, err = run(tmp_path, capsys, "list", "--json")
+    assert code == Exit.UNREACHABLE and json.loads(out)["error"] == "unreachable" and "make serve" in err
+
+
+@pytest.mark.parametrize(
+    ("worker", "shown"),
+    [({}, "n/a"), ({"memoryUsage": 0}, "n/a"), ({"memoryUsage": 1009528832}, "963 MiB")],
+)
+def test_worker_memory_is_never_shown_as_zero(worker, shown):
+    assert worker_memory(worker) == shown
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "expected"),
+    [
+        (None, None, "run/key_file.json"),
+        (None, "env.json", "env.json"),
+        ("flag.json", "env.json", "flag.json"),
+    ],
+)
+def test_key_file_flag_then_ts_key_file_then_run_dir(tmp_path, monkeypatch, flag, env, expected):
+    if env is None:
+        monkeypatch.delenv("TS_KEY_FILE", raising=False)
+    else:
+        monkeypatch.setenv("TS_KEY_FILE", str(tmp_path / env))
+    argv = ["--run-dir", str(tmp_path / "run"), "list"]
+    argv += ["--key-file", str(tmp_path / flag)] if flag else []
+    assert key_file(parser().parse_args(argv)) == tmp_path / expected
+
+
+def test_missing_key_file_is_named_with_the_way_to_get_it(tmp_path, monkeypatch):
+    for kind in ("INFERENCE", "MANAGEMENT", "API"):
+        monkeypatch.delenv(f"TS_{kind}_KEY", raising=False)
+    missing = tmp_path / "nowhere" / "key_file.json"
+    tokens = TokenStore(missing, Endpoints.from_properties({}, env={}))
+    with pytest.raises(AuthError) as err:
+        tokens.refresh("management")  # what a rejected request leads to; fails before any request
+    assert f"{missing} does not exist" in str(err.value)
+    assert "make serve" in str(err.value) and "TS_KEY_FILE" in str(err.value)

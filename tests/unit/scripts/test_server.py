@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.server import loaded_models, read_properties, render_config, with_optional_archives
+from scripts.config import read_properties
+from scripts.server import loaded_models, render_config, with_optional_archives
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 
 from handlers.schema import Detection, DetectionResult
 from scripts.client import ModelNotReady, RequestRejected, ServerUnavailable
+from scripts.latency import LatencyReservoir
 from scripts.stream.core import (
     FrameResult,
-    LatencyReservoir,
     Policy,
     StreamAborted,
     StreamConfig,

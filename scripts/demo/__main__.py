@@ -1,0 +1,5 @@
+"""python -m scripts.demo"""
+
+from scripts.demo.cli import main
+
+raise SystemExit(main())
