@@ -23,7 +23,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
-COPY requirements.txt /tmp/requirements.txt
+# OpenCV: the headless build (requirements-headless.txt), no X or OpenGL libraries in the image.
+COPY requirements.txt requirements-headless.txt /tmp/
 # torch/torchvision first, from the variant's index (CPU: the +cpu builds, no CUDA libraries); the
 # requirements file then finds them installed (2.14.1+cpu satisfies torch==2.14.1) and adds the rest.
 RUN python -m venv /opt/venv \
@@ -33,7 +34,7 @@ RUN python -m venv /opt/venv \
       *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 1 ;; \
     esac \
  && pip install --index-url "${index}" torch==2.14.1 torchvision==0.29.1 \
- && pip install -r /tmp/requirements.txt
+ && pip install -r /tmp/requirements.txt -r /tmp/requirements-headless.txt
 
 # --- archives: every archive of scripts/packaging/build_archives.py ARCHIVES, plus the rendered configs -----
 FROM python-deps AS archives

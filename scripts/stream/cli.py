@@ -29,8 +29,16 @@ import cv2
 from scripts.cli import Exit, ToolError, UsageError, add_alias, prog, run_main
 from scripts.client import Endpoints, ServerUnavailable, TokenStore
 from scripts.stream.core import Policy, StreamAborted, StreamConfig, StreamRunner, StreamStats
-from scripts.stream.frames import Backoff, Source, open_capture, read_frames, source_fps
-from scripts.stream.output import AnnotatedView, JsonlSink
+from scripts.stream.frames import (
+    Backoff,
+    Source,
+    SourceKind,
+    camera_problem,
+    open_capture,
+    read_frames,
+    source_fps,
+)
+from scripts.stream.output import AnnotatedView, JsonlSink, display_problem
 from scripts.stream.transport import (
     TRANSPORTS,
     EncodeOptions,
@@ -143,7 +151,12 @@ def probe_source(source: Source, attempts: int) -> float | None:
     """
     if not source.kind.is_live:
         return None
-    for _ in _attempts(f"source {source.spec} delivers no frames", attempts):
+    what = f"camera {source.spec}" if source.kind is SourceKind.CAMERA else source.spec
+    problem = None
+    for _ in _attempts(f"{what} delivers no frames", attempts):
+        problem = camera_problem(source)  # a camera plugged in meanwhile is found on the next attempt
+        if problem:
+            continue
         capture = open_capture(source)
         try:
             if capture.isOpened() and capture.read()[0]:
@@ -152,8 +165,8 @@ def probe_source(source: Source, attempts: int) -> float | None:
         finally:
             capture.release()
     raise ToolError(
-        f"cannot read a frame from {source.spec} after {attempts} attempts: check the camera index or "
-        "the URL (and that nothing else holds the camera)",
+        f"cannot read a frame from {what} after {attempts} attempts: "
+        + (problem or "check the camera index or the URL (and that nothing else holds the camera)"),
         Exit.UNREACHABLE,
     )
 
@@ -190,6 +203,8 @@ def run(args: argparse.Namespace, endpoints: Endpoints | None = None) -> StreamS
     )  # fmt: skip
     if args.headless and not (args.video_out or args.jsonl):
         log.warning("headless without --video-out or --jsonl: only the summary will be printed")
+    if not args.headless and (problem := display_problem()):  # before waiting for camera and server
+        raise UsageError(problem)
     try:
         config = StreamConfig(policy, args.max_in_flight, encode, args.give_up_after)
     except ValueError as err:
@@ -230,7 +245,7 @@ def stream(
     if args.video_out or not args.headless:
         try:
             view = AnnotatedView(args.video_out, fps, display=not args.headless)
-        except RuntimeError as err:  # no window support in this OpenCV build
+        except RuntimeError as err:  # no window support in this OpenCV build, or no display
             raise UsageError(str(err)) from None
         sinks.append(view)
         closers.append(view.close)

@@ -10,6 +10,7 @@ client says so on stderr; files and folders end at their last frame.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ __all__ = [
     "LatestFrameMailbox",
     "Source",
     "SourceKind",
+    "camera_problem",
     "open_capture",
     "read_frames",
     "source_fps",
@@ -98,6 +100,26 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.initial
+
+
+def camera_problem(source: Source, devices: Path = Path("/dev")) -> str | None:
+    """Why camera ``source`` cannot be opened, when that is known without opening it; else None.
+
+    On Linux camera N is the V4L2 device /dev/videoN: when it does not exist, say so and list the
+    cameras there are, instead of letting OpenCV print its own warnings for each attempt. Elsewhere
+    (macOS, Windows) there is no such file to look at: None, and OpenCV is asked.
+    """
+    if source.kind is not SourceKind.CAMERA or not sys.platform.startswith("linux"):
+        return None
+    index = int(source.spec)
+    if (devices / f"video{index}").exists():
+        return None
+    present = sorted(int(p.name[5:]) for p in devices.glob("video*") if p.name[5:].isdigit())
+    found = ", ".join(f"{n} ({devices / f'video{n}'})" for n in present) or "none"
+    return (
+        f"camera {index} does not exist: there is no {devices / f'video{index}'} "
+        f"(cameras found: {found}); pass another index, a video file or a stream URL"
+    )
 
 
 def open_capture(source: Source) -> cv2.VideoCapture:

@@ -10,7 +10,11 @@ with boxes in captured-frame pixels (after undoing ``--resize``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -22,10 +26,35 @@ import numpy as np
 from handlers.schema import Detection
 from scripts.stream.core import FrameResult
 
-BOX_COLOR = (0, 220, 0)  # BGR
-LANDMARK_COLORS = ((255, 0, 0), (0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 128, 255))
-TEXT_COLOR = (255, 255, 255)
+__all__ = [
+    "BOX_COLOR",
+    "LANDMARK_COLORS",
+    "QUIT_KEYS",
+    "STATUS_BAND",
+    "STATUS_FONT",
+    "TEXT_COLOR",
+    "WINDOW_TITLE",
+    "AnnotatedView",
+    "FpsMeter",
+    "JsonlSink",
+    "annotate",
+    "display_problem",
+    "draw_detections",
+    "frame_record",
+    "put_status",
+    "status_line",
+    "window_support",
+]
+
+BOX_COLOR = (0, 220, 0)  # BGR; boxes and their "label score" text
+LANDMARK_COLORS = ((255, 0, 0), (0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 128, 255))  # 5 points, BGR
+TEXT_COLOR = (255, 255, 255)  # the status line, on a black band
 ERROR_COLOR = (0, 0, 255)
+STATUS_BAND = 28  # px: height of the black band the status line is written on (top left)
+STATUS_FONT = (cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)  # face, scale, thickness: ~10 px per character
+WINDOW_TITLE = "detections"
+QUIT_KEYS = {ord("q"), ord("Q"), 27}  # 27: Esc
+HEADLESS_HINT = "or add --headless with --video-out video.mp4 and/or --jsonl frames.jsonl"
 
 
 class FpsMeter:
@@ -57,14 +86,27 @@ def draw_detections(image: np.ndarray, detections: list[Detection]) -> None:
             cv2.circle(image, (round(x), round(y)), 2, color, -1, cv2.LINE_AA)
 
 
+def status_line(item: FrameResult, fps: float) -> str:
+    """``frame 12  24.9 fps  end-to-end 84 ms``: what the status band of the window says."""
+    return f"frame {item.frame.index}  {fps:.1f} fps  end-to-end {item.latency_ms:.0f} ms"
+
+
+def put_status(image: np.ndarray, text: str) -> None:
+    """The status line, white, at the top left of a BGR image (in place)."""
+    font, scale, thickness = STATUS_FONT
+    cv2.putText(image, text, (8, 19), font, scale, TEXT_COLOR, thickness, cv2.LINE_AA)
+
+
 def annotate(item: FrameResult, fps: float) -> np.ndarray:
-    """A copy of the frame with detections, FPS and end-to-end latency drawn on it."""
+    """A copy of the frame with detections, and FPS and end-to-end latency on a black band (top left)
+    that keeps them readable over any scene; a failed frame's error goes in red below the band."""
     image = item.frame.image.copy()
+    status = status_line(item, fps)
+    (width, _), _ = cv2.getTextSize(status, *STATUS_FONT)
+    image[:STATUS_BAND, : width + 16] = 0  # under the boxes: a face at the top keeps its outline
     if item.result is not None:
         draw_detections(image, item.result.detections)
-    status = f"frame {item.frame.index}  {fps:.1f} fps  latency {item.latency_ms:.0f} ms"
-    cv2.putText(image, status, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, status, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, TEXT_COLOR, 1, cv2.LINE_AA)
+    put_status(image, status)
     if item.error:
         cv2.putText(
             image, item.error[:80], (8, 42), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ERROR_COLOR, 1, cv2.LINE_AA
@@ -96,32 +138,97 @@ class JsonlSink:
         self._file.close()
 
 
-class AnnotatedView:
-    """Annotates each result once (with a rolling FPS) and hands the image to a video and/or window."""
+def window_support() -> bool:
+    """Whether this OpenCV build can open windows (opencv-python does, opencv-python-headless not)."""
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    return bool(gui) and gui[0].split(":", 1)[1].strip() != "NONE"
 
-    def __init__(self, video_path: Path | None, video_fps: float, display: bool, title: str = "detections"):
+
+def _x_server_answers(display: str, timeout: float = 2.0) -> bool:
+    """Whether an X server listens for ``display`` (``:0``, ``unix:1.0``, ``localhost:10.0``)."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".", 1)[0]
+    if not number.isdigit():
+        return True  # a form not known here (e.g. a launchd path): let the GUI library try it
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        addresses: list[str | tuple[str, int]] = ["\0" + path, path]  # Linux abstract socket, then file
+    else:  # ssh -X forwards display N of host to TCP port 6000 + N
+        addresses = [(host, 6000 + int(number))]
+    for address in addresses:
+        family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def display_problem(environ: dict[str, str] | None = None) -> str | None:
+    """Why no window can be opened here, or None. On Linux the window needs an X server (Qt's xcb:
+    the only platform opencv-python ships): without one Qt aborts the process, so say it first."""
+    env = os.environ if environ is None else environ
+    if not window_support():
+        return (
+            "this OpenCV build has no window support (opencv-python-headless): `make venv` installs "
+            f"opencv-python (requirements-client.txt) in place of it, {HEADLESS_HINT}"
+        )
+    if not sys.platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    display = env.get("DISPLAY", "")
+    if not display:
+        return (
+            "no display to open the window on: DISPLAY is not set (run it in a desktop session, or over "
+            f"ssh -X), {HEADLESS_HINT}"
+        )
+    if not _x_server_answers(display):
+        return f"no X server answers on DISPLAY={display}: check DISPLAY, {HEADLESS_HINT}"
+    return None
+
+
+class AnnotatedView:
+    """Annotates each result once (with a rolling FPS) and hands the image to a video and/or window.
+
+    The window (``display``) opens at the frame's size and can be resized (the picture keeps its
+    aspect ratio); q, Q or Esc in it, or closing it, sets ``quit_requested``.
+    """
+
+    def __init__(
+        self, video_path: Path | None, video_fps: float, display: bool, title: str = WINDOW_TITLE
+    ) -> None:
         self.video_path, self.video_fps, self.title = video_path, video_fps, title
         self.display = display
         self._writer: cv2.VideoWriter | None = None
         self._fps = FpsMeter()
+        self._sized = False
         self.quit_requested = False
         if display:
-            try:
-                cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-            except cv2.error:
-                raise RuntimeError(
-                    "this OpenCV build has no window support (opencv-python-headless): add --headless "
-                    "with --output video.mp4 and/or --jsonl frames.jsonl, or install opencv-python"
-                ) from None
+            problem = display_problem()
+            if problem:
+                raise RuntimeError(problem)
+            # GUI_NORMAL: no Qt toolbar or status bar, so the window shows the frame and nothing else.
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
 
     def __call__(self, item: FrameResult) -> None:
         image = annotate(item, self._fps.tick())
         if self.video_path is not None:
             self._write(image)
         if self.display:
-            cv2.imshow(self.title, image)
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):  # q or Esc
-                self.quit_requested = True
+            self._show(image)
+
+    def _show(self, image: np.ndarray) -> None:
+        if not self._sized:  # a resizable window opens at Qt's default size: make it the frame's
+            height, width = image.shape[:2]
+            cv2.resizeWindow(self.title, width, height)
+            self._sized = True
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1)  # also lets the GUI paint and handle events
+        closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        if closed or (key != -1 and key & 0xFF in QUIT_KEYS):
+            self.quit_requested = True
 
     def _write(self, image: np.ndarray) -> None:
         if self._writer is None:
@@ -137,4 +244,6 @@ class AnnotatedView:
         if self._writer is not None:
             self._writer.release()
         if self.display:
-            cv2.destroyWindow(self.title)
+            with contextlib.suppress(cv2.error):  # already closed by the user
+                cv2.destroyWindow(self.title)
+            cv2.waitKey(1)  # let the GUI process the close before the process goes on or exits

@@ -23,6 +23,7 @@ import requests
 
 from scripts.config import read_properties
 from scripts.packaging import container_config
+from scripts.paths import REPO
 from scripts.server import free_ports
 from tests.support.containers import TARGETS, lay_out_target, relative_paths, start_target
 from tests.support.dockerfile import parse_stages
@@ -72,7 +73,8 @@ def test_target_serves_from_the_image_layout_in_an_empty_workdir(target, tmp_pat
 
 # --- the kserve image's wrapper in front of that TorchServe ------------------------------------------
 
-KSERVE_PYTHON = os.environ.get("KSERVE_PYTHON")  # python of a venv with requirements-kserve.txt
+# Python of a venv with requirements-kserve.txt: `make test` builds .venv-kserve and sets it.
+KSERVE_PYTHON = os.environ.get("KSERVE_PYTHON") or str(REPO / ".venv-kserve" / "bin" / "python")
 
 
 def wrapper_script(run) -> Path:
@@ -91,14 +93,15 @@ def get(url: str) -> requests.Response | None:
 
 
 NO_KSERVE = (
-    "KSERVE_PYTHON unset: kserve cannot share the project's venv (requirements-kserve.txt). Make one: "
-    "python -m venv /tmp/kv && /tmp/kv/bin/pip install -r requirements-kserve.txt; "
-    "then KSERVE_PYTHON=/tmp/kv/bin/python"
+    "no kserve venv at {}: kserve cannot share the project's venv (requirements-kserve.txt). "
+    "`make test` builds .venv-kserve; by hand: python -m venv .venv-kserve && "
+    ".venv-kserve/bin/pip install -r requirements-kserve.txt (or set KSERVE_PYTHON)"
 )
 
 
-@pytest.mark.skipif(not KSERVE_PYTHON, reason=NO_KSERVE)
 def test_kserve_wrapper_forwards_and_follows_torchserve_workers(tmp_path):
+    if not Path(KSERVE_PYTHON).is_file():
+        pytest.fail(NO_KSERVE.format(KSERVE_PYTHON), pytrace=False)
     run = start_target("kserve", tmp_path)
     wrapper = None
     try:

@@ -17,6 +17,10 @@ INSTALL = {
     "prometheus": "apt-get install -y prometheus (make test does it)",
     "promtool": "apt-get install -y prometheus (make test does it)",
     "java": "apt-get install -y openjdk-17-jre-headless (make test does it)",
+    "Xvfb": "apt-get install -y xvfb (make test does it)",
+    "xwininfo": "apt-get install -y x11-utils (make test does it)",
+    "xdotool": "apt-get install -y xdotool (make test does it)",
+    "import": "apt-get install -y imagemagick (make test does it)",
 }
 
 
