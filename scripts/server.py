@@ -250,10 +250,26 @@ def print_endpoints(endpoints: Endpoints, tokens: TokenStore, models: list[str])
     print(f"models:     {', '.join(models)}")
     if "object_detector" not in models:  # archives are built from the user's own weights
         print("objects:    no object_detector loaded; to add one see docs/object_detection.md")
+    print(f"grpc:       {endpoints.grpc_inference} (inference; scripts.stream --transport grpc)")
     print(f"tokens:     {tokens.key_file} (inference key expires; scripts renew it)")
-    print("try:")
+    sample = write_sample_image()
+    print(f"try (a real photo with one face, written to {sample.relative_to(REPO)}):")
     print(f"  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: image/jpeg' \\\n"
-          f"       --data-binary @photo.jpg {endpoints.inference}/predictions/{model}")  # fmt: skip
+          f"       --data-binary @{sample} {endpoints.inference}/predictions/{model}")  # fmt: skip
+
+
+SAMPLE_IMAGE = REPO / "build" / "sample.jpg"
+
+
+def write_sample_image(path: Path | None = None) -> Path:
+    """A JPEG the printed curl can send: matplotlib's Grace Hopper portrait (one face, 512x600)."""
+    from scripts.samples import grace_hopper_bytes  # scikit-image / matplotlib: only when printing
+
+    path = path or SAMPLE_IMAGE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(grace_hopper_bytes())
+    return path
 
 
 def save_serving_state(endpoints: Endpoints, tokens: TokenStore, run_dir: Path, models: list[str]) -> None:

@@ -86,6 +86,7 @@ def save_screenshot(page: Any, path: Path, width: int = 900) -> Path:
 
     from PIL import Image
 
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring
     png = page.screenshot(clip={"x": 80, "y": 0, "width": 1120, "height": 600})
     image = Image.open(io.BytesIO(png)).convert("RGB")
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)

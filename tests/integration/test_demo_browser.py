@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import requests
 
+from scripts.demo.app import DemoConfig, is_loopback
 from scripts.demo.fakecam import DEMO_CLIP, write_y4m
 from scripts.demo.harness import (
     browser_page,
@@ -183,6 +184,33 @@ def test_page_and_api_never_carry_a_torchserve_key(app, ts: Server) -> None:
              for path in ("", "static/demo.js", "static/index.html", "api/config", "api/models")]  # fmt: skip
     texts.append(post_frame(app, grace_hopper_bytes()).text)
     assert all(key not in text for key in keys for text in texts)
+
+
+BAD_SETTINGS = {
+    # name: (DemoConfig arguments, words of the error)
+    "public host without token": ({"host": "0.0.0.0"}, "DEMO_TOKEN"),
+    "lan address without token": ({"host": "192.0.2.7"}, "--token"),
+    "short token": ({"token": "abc"}, "8 characters"),
+    "port out of range": ({"port": 70000}, "--port"),
+    "no frame in flight": ({"max_in_flight": 0}, "--max-in-flight"),
+    "model name with a slash": ({"default_model": "a/b"}, "model name"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SETTINGS))
+def test_settings_are_checked_at_start(name: str) -> None:
+    arguments, words = BAD_SETTINGS[name]
+    with pytest.raises(ValueError, match=words):
+        DemoConfig(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("localhost", True), ("::1", True), ("[::1]", True),
+     ("0.0.0.0", False), ("192.0.2.7", False), ("evil.example", False), ("", False)],
+)  # fmt: skip
+def test_loopback_names(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
 
 
 def test_listening_off_loopback_needs_a_token() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scripts.config import read_properties
@@ -39,3 +41,26 @@ def test_optional_archives_are_added_only_when_present(tmp_path):
     (store / "object_detector-1.0.mar").write_bytes(b"")
     rendered = with_optional_archives(config, tmp_path)
     assert read_properties(rendered)["load_models"] == "face_detector-2.0.mar,object_detector-1.0.mar"
+
+
+def test_printed_curl_sends_a_file_that_exists_and_grpc_is_shown(tmp_path, capsys, monkeypatch):
+    """`make serve` prints a request a user can paste: its @file exists and holds a JPEG with a face."""
+    import re
+
+    from scripts import server
+    from scripts.config import Endpoints
+
+    class Tokens:
+        key_file = tmp_path / "key_file.json"
+
+        def get(self, kind: str) -> str:
+            return "KEY"
+
+    monkeypatch.setattr(server, "SAMPLE_IMAGE", tmp_path / "build" / "sample.jpg")
+    monkeypatch.setattr(server, "REPO", tmp_path)
+    url = "http://127.0.0.1:8080"
+    server.print_endpoints(Endpoints(url, url, url), Tokens(), ["face_detector"])
+    out = capsys.readouterr().out
+    sent = Path(re.search(r"--data-binary @(\S+)", out).group(1))
+    assert sent.is_file() and sent.read_bytes()[:3] == b"\xff\xd8\xff"
+    assert re.search(r"^grpc: +127\.0\.0\.1:\d+", out, re.MULTILINE)
