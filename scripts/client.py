@@ -168,20 +168,13 @@ class DetectionClient(BaseClient):
 
     KIND = "inference"
 
-    def __init__(
-        self,
-        endpoints: Endpoints | None = None,
-        tokens: TokenStore | None = None,
-        timeout: float = 30.0,
-        session: requests.Session | None = None,
-        retries: int = 0,
-        backoff: float = 0.5,
-    ) -> None:
+    def __init__(self, *args: Any, retries: int = 0, backoff: float = 0.5, **kwargs: Any) -> None:
+        """``BaseClient``'s arguments (endpoints, tokens, timeout, session), then the retry policy."""
         if retries < 0 or backoff < 0:
             raise ValueError(
                 f"retries and backoff must be >= 0 (got {retries}, {backoff}), e.g. retries=2, backoff=0.5"
             )
-        super().__init__(endpoints, tokens, timeout, session)
+        super().__init__(*args, **kwargs)
         self.retries = retries  # extra attempts after ServerUnavailable or 503 (module docstring)
         self.backoff = backoff  # seconds before the first retry, doubled for each further one
 

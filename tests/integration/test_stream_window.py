@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -62,14 +63,14 @@ def x_env(display: str, server=None) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def display() -> str:
+def display() -> Iterator[str]:
     """A fresh Xvfb on the first free display number (Xvfb picks it: -displayfd), 24-bit colour."""
     xvfb = require("Xvfb")
     for tool in ("xwininfo", "xdotool", "import"):
         require(tool)
     read_end, write_end = os.pipe()
     proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+        [xvfb, "-displayfd", str(write_end), "-screen", "0", "{}x{}x24".format(*SCREEN), "-nolisten", "tcp"],
         pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     os.close(write_end)
@@ -107,7 +108,9 @@ def window_geometry(display: str, client: subprocess.Popen, timeout: float = 120
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.poll() is not None:
-            pytest.fail(f"the client exited ({client.returncode}) before its window showed: {client.stderr.read()}")
+            pytest.fail(
+                f"the client exited ({client.returncode}) before its window showed: {client.stderr.read()}"
+            )
         info = subprocess.run(
             ["xwininfo", "-name", WINDOW_TITLE], env=x_env(display), capture_output=True, text=True
         )
@@ -160,7 +163,9 @@ def read_status(band: np.ndarray, near_frame: int, latencies: dict[int, float]) 
     pytest.fail(f"the status line near frame {near_frame} is not 'frame N  F fps  end-to-end L ms'")
 
 
-def check_screenshot(screen: np.ndarray, geometry: dict[str, int], finder: FrameFinder, records: dict) -> dict:
+def check_screenshot(
+    screen: np.ndarray, geometry: dict[str, int], finder: FrameFinder, records: dict
+) -> dict:
     """Everything a person would look at in one screenshot; returns what was read from it."""
     x, y, w, h = geometry["x"], geometry["y"], geometry["width"], geometry["height"]
     window = screen[y : y + h, x : x + w]
@@ -176,7 +181,9 @@ def check_screenshot(screen: np.ndarray, geometry: dict[str, int], finder: Frame
     keep = ~overlay
     keep[:STATUS_BAND] = False
     near, picture_diff = finder.find_picture(window, keep)
-    assert picture_diff <= MAX_PICTURE_DIFF, f"the window does not show a clip frame (diff {picture_diff:.1f})"
+    assert picture_diff <= MAX_PICTURE_DIFF, (
+        f"the window does not show a clip frame (diff {picture_diff:.1f})"
+    )
 
     latencies = {k: r["latency_ms"] for k, r in records.items()}
     frame, fps, latency = read_status(window[:STATUS_BAND], near, latencies)
@@ -215,19 +222,22 @@ def inprocess_latency_ms(runs: int = 40) -> dict[str, float]:
     sends it) at a time: the floor under the client's end-to-end latency."""
     from scripts.inprocess import ArchivedModel
 
-    ok, jpeg = cv2.imencode(".jpg", CLIP.frame(0), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _, jpeg = cv2.imencode(".jpg", CLIP.frame(0), [cv2.IMWRITE_JPEG_QUALITY, 90])
     body = jpeg.tobytes()
-    model = ArchivedModel(ARCHIVE, device="cpu")
-    for _ in range(5):  # warm-up: first calls allocate
-        model.process([{"body": body}])
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        (result,) = model.process([{"body": body}])
-        times.append((time.perf_counter() - start) * 1000)
-        assert len(result.detections) == 2
+    with ArchivedModel(ARCHIVE, device="cpu") as model:
+        for _ in range(5):  # warm-up: first calls allocate
+            model.process([{"body": body}])
+        for _ in range(runs):
+            start = time.perf_counter()
+            (result,) = model.process([{"body": body}])
+            times.append((time.perf_counter() - start) * 1000)
+            assert len(result.detections) == 2
     ordered = sorted(times)
-    return {"p50": round(statistics.median(times), 1), "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 1)}
+    return {
+        "p50": round(statistics.median(times), 1),
+        "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 1),
+    }
 
 
 def test_window_shows_the_faces_boxed_with_fps_and_latency_and_q_quits(server, display, clip_path, finder):
@@ -262,7 +272,7 @@ def test_window_shows_the_faces_boxed_with_fps_and_latency_and_q_quits(server, d
     assert stats["processed"] > 0 and stats["failed"] == 0
     figures = {
         "window_client": {
-            "source": f"{CLIP.width}x{CLIP.height} {CLIP.fps:.0f} fps synthetic clip, latest-frame, 2 in flight",
+            "source": f"{CLIP.width}x{CLIP.height} {CLIP.fps:.0f} fps clip, latest-frame, 2 in flight",
             "seconds": stats["elapsed_s"],
             "processed_fps": stats["fps"],
             "latency_p50_ms": stats["latency_ms"]["p50"],

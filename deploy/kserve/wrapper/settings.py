@@ -13,6 +13,7 @@ those models and forwards every request to TorchServe's inference address.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 from collections.abc import Mapping
@@ -61,13 +62,11 @@ def read_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
 
 
 def _properties(path: Path) -> dict[str, str]:
-    props: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "!")) and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
+    """config.properties as a dict: Java properties read as one INI section (no project import here)."""
+    parser = configparser.ConfigParser(delimiters=("=",), comment_prefixes=("#", "!"), interpolation=None)
+    parser.optionxform = str  # keys are case-sensitive
+    parser.read_string("[properties]\n" + path.read_text())
+    return dict(parser["properties"])
 
 
 def _reachable(address: str) -> str:
