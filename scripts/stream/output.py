@@ -203,14 +203,10 @@ class AnnotatedView:
         self.display = display
         self._writer: cv2.VideoWriter | None = None
         self._fps = FpsMeter()
-        self._sized = False
+        self._opened = False
         self.quit_requested = False
-        if display:
-            problem = display_problem()
-            if problem:
-                raise RuntimeError(problem)
-            # GUI_NORMAL: no Qt toolbar or status bar, so the window shows the frame and nothing else.
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+        if display and (problem := display_problem()):
+            raise RuntimeError(problem)
 
     def __call__(self, item: FrameResult) -> None:
         image = annotate(item, self._fps.tick())
@@ -220,10 +216,12 @@ class AnnotatedView:
             self._show(image)
 
     def _show(self, image: np.ndarray) -> None:
-        if not self._sized:  # a resizable window opens at Qt's default size: make it the frame's
+        if not self._opened:  # with the first result, at the frame's size (Qt's default is 400x300)
+            # GUI_NORMAL: no Qt toolbar or status bar, so the window shows the frame and nothing else.
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
             height, width = image.shape[:2]
             cv2.resizeWindow(self.title, width, height)
-            self._sized = True
+            self._opened = True
         cv2.imshow(self.title, image)
         key = cv2.waitKey(1)  # also lets the GUI paint and handle events
         closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
@@ -243,7 +241,7 @@ class AnnotatedView:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
-        if self.display:
+        if self._opened:
             with contextlib.suppress(cv2.error):  # already closed by the user
                 cv2.destroyWindow(self.title)
             cv2.waitKey(1)  # let the GUI process the close before the process goes on or exits

@@ -105,7 +105,7 @@ def start_client(clip: Path, display: str, server, *extra: str) -> subprocess.Po
 
 def window_geometry(display: str, client: subprocess.Popen, timeout: float = 120.0) -> dict[str, int]:
     """x, y, width, height of the client's window once it is mapped (xwininfo finds it by name)."""
-    deadline = time.monotonic() + timeout
+    deadline, settled = time.monotonic() + timeout, False
     while time.monotonic() < deadline:
         if client.poll() is not None:
             pytest.fail(
@@ -114,6 +114,10 @@ def window_geometry(display: str, client: subprocess.Popen, timeout: float = 120
         info = subprocess.run(
             ["xwininfo", "-name", WINDOW_TITLE], env=x_env(display), capture_output=True, text=True
         )
+        if info.returncode == 0 and "IsViewable" in info.stdout and not settled:
+            settled = True  # read it again a moment later: what a person sees once the window is up
+            time.sleep(1.0)
+            continue
         if info.returncode == 0 and "IsViewable" in info.stdout:
             fields = dict(line.strip().split(": ", 1) for line in info.stdout.splitlines() if ": " in line)
             return {
