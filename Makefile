@@ -196,3 +196,44 @@ drift-profile: build
 .PHONY: soak
 soak: java build
 	$(PY) -m scripts.bench.soak --out build/soak.json $(ARGS)
+
+# Container images (docs/deployment.md, "Container image"). Needs a running dockerd.
+#   make image              CPU image face-detection:cpu (prints size and build time)
+#   make image GPU=1        GPU image face-detection:gpu (CUDA torch wheels)
+#   make image-test         build, then tests/integration/test_container_run.py against a container
+#   make base-image         the base without a registry: Debian bookworm (debootstrap) with its python3.11;
+#                           then make image BASE_IMAGE=$(LOCAL_BASE_IMAGE)
+# pip inside the build uses this machine's pip sources (pip config list): local index folders are
+# served on 127.0.0.1 for the build and the CA bundle goes in as a build secret
+# (scripts/packaging/image_build.py); TORCH_INDEX_URL=pip takes torch from those sources too.
+BASE_IMAGE ?= python:3.11-slim-bookworm
+LOCAL_BASE_IMAGE ?= face-detection-base:bookworm
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+TORCH_INDEX_URL ?=
+GPU ?=
+.PHONY: base-image image image-kserve image-test
+base-image:
+	@command -v debootstrap >/dev/null 2>&1 || { \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq debootstrap >/dev/null; }
+	rm -rf build/base-rootfs
+	debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+	  bookworm build/base-rootfs $(DEBIAN_MIRROR)
+	rm -rf build/base-rootfs/var/lib/apt/lists/* build/base-rootfs/var/cache/apt/*.bin \
+	  build/base-rootfs/var/cache/apt/archives/*.deb
+	tar -C build/base-rootfs -c . | docker import \
+	  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+	  --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - $(LOCAL_BASE_IMAGE)
+	rm -rf build/base-rootfs
+	docker run --rm --network host $(LOCAL_BASE_IMAGE) python -c 'import sys, venv; print(sys.version)'
+
+image: $(STAMP)
+	$(PY) -m scripts.packaging.image_build --base-image $(BASE_IMAGE) $(if $(GPU),--variant gpu) \
+	  $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL))
+
+image-kserve: $(STAMP)
+	$(PY) -m scripts.packaging.image_build --base-image $(BASE_IMAGE) --target kserve \
+	  $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL))
+
+image-test: image
+	$(PY) -m pytest tests/integration/test_container_run.py -m container $(PYTEST_ARGS)

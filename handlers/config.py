@@ -110,6 +110,8 @@ class HandlerConfig:
     nms_iou: float = _setting("nms_iou")
     max_detections: int = _setting("max_detections")
     inference_size: int = _setting("inference_size")
+    # Default of the per-request option; RetinaFace tiles (handlers/tiling.py), the others ignore it.
+    small_faces: bool = _setting("small_faces")
     max_image_pixels: int = _bounded(DecodeLimits.max_pixels, 1, 2**40, int, "images above -> 413")
     max_image_side: int = _bounded(DecodeLimits.max_side, 1, 2**20, int, "images above -> 413")
     image_formats: tuple[str, ...] = _parsed(ACCEPTED_FORMATS, _image_formats)
@@ -148,7 +150,9 @@ class HandlerConfig:
 
     def settings(self) -> DetectorSettings:
         """The per-request settings' defaults (requests may override them within BOUNDS)."""
-        return DetectorSettings(self.score_threshold, self.nms_iou, self.max_detections, self.inference_size)
+        return DetectorSettings(
+            self.score_threshold, self.nms_iou, self.max_detections, self.inference_size, self.small_faces
+        )
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_image_pixels, self.max_image_side, self.image_formats)

@@ -1,15 +1,21 @@
 """RetinaFace mobile0.25 as a :class:`~handlers.pipeline.Detector`: letterbox-free resize, padding
-to a stride multiple, size-grouped batching, prior decoding and NMS (torchvision.ops)."""
+to a stride multiple, size-grouped batching, prior decoding and NMS (torchvision.ops).
+
+With ``small_faces`` (setting or per-request option) each frame is also cut into overlapping tiles
+at twice the full pass's scale (handlers/tiling.py); a frame's tiles share one forward pass, and
+their detections are mapped back and merged with the full frame's by NMS."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import nms
 
 from handlers.geometry import shrink_array, shrink_tensor, unshrink
@@ -17,6 +23,7 @@ from handlers.pipeline import Detector
 from handlers.retinaface import RetinaFace
 from handlers.schema import Detection
 from handlers.settings import DetectorSettings
+from handlers.tiling import TILE_OVERLAP, TILE_SIZE, TILE_ZOOM, cut_by_tile_edge, from_tile, tile_grid
 
 __all__ = [
     "ANCHOR_SIZES",
@@ -25,6 +32,7 @@ __all__ = [
     "OnnxRuntimeForward",
     "PreparedImage",
     "RetinaFaceDetector",
+    "Tiles",
     "anchor_grid",
     "decode_boxes",
     "decode_landmarks",
@@ -36,7 +44,19 @@ ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))  # pixels, per pyramid level
 VARIANCES = (0.1, 0.2)  # centre, size
 PAD_MULTIPLE = 32  # coarsest stride: every level's grid covers the canvas exactly
 PRE_NMS_TOP_K = 5000
+TILE_MAX_FACE = 64  # full-pass pixels: wider tile detections are dropped (the full pass finds those)
+MAX_FORWARD_BATCH = 32  # tiles (or images) per forward pass at most: bounds activation memory
 LABEL = "face"
+
+
+@dataclass
+class Tiles:
+    """One frame's tiles for the small-face mode, all of one shape."""
+
+    tensor: torch.Tensor  # (n, 3, Th, Tw) float32, mean-subtracted BGR, zero-padded bottom/right
+    grid: list[tuple[int, int, int, int]]  # (x0, y0, x1, y1) per tile in the zoomed frame's pixels
+    frame_hw: tuple[int, int]  # zoomed frame size
+    zoom: float = TILE_ZOOM  # zoomed frame pixels per full-pass pixel
 
 
 @dataclass
@@ -45,6 +65,7 @@ class PreparedImage:
     scale: float  # network pixels per original pixel (<= 1)
     width: int  # original size
     height: int
+    tiles: Tiles | None = field(default=None)  # small-face mode only
 
 
 @lru_cache(maxsize=32)
@@ -79,6 +100,18 @@ def decode_landmarks(landm: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor
 
 def _canvas_size(h: int, w: int) -> tuple[int, int]:
     return -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def _cut_tiles(frame: torch.Tensor) -> Tiles:
+    """(3, H, W) mean-subtracted BGR zoomed frame -> its tiles, stacked and padded to a stride multiple."""
+    _, height, width = frame.shape
+    grid = tile_grid(height, width, TILE_SIZE, TILE_OVERLAP, PAD_MULTIPLE)
+    x0, y0, x1, y1 = grid[0]
+    canvas_h, canvas_w = _canvas_size(y1 - y0, x1 - x0)  # every tile has the first one's size
+    tiles = frame.new_zeros((len(grid), 3, canvas_h, canvas_w))
+    for index, (x0, y0, x1, y1) in enumerate(grid):
+        tiles[index, :, : y1 - y0, : x1 - x0] = frame[:, y0:y1, x0:x1]
+    return Tiles(tiles, grid, (height, width))
 
 
 class OnnxRuntimeForward:
@@ -134,6 +167,7 @@ class RetinaFaceDetector(Detector):
         if isinstance(image, torch.Tensor):
             return self._preprocess_tensor(image, settings)
         height, width = image.shape[:2]
+        original = image
         image, scale = shrink_array(image, settings.inference_size)
         h, w = image.shape[:2]
         canvas_h, canvas_w = _canvas_size(h, w)
@@ -141,7 +175,16 @@ class RetinaFaceDetector(Detector):
         canvas = np.zeros((canvas_h, canvas_w, 3), dtype=np.float32)
         canvas[:h, :w] = image[..., ::-1] - MEAN_BGR  # RGB -> BGR
         tensor = torch.from_numpy(canvas).permute(2, 0, 1)  # (3, Hc, Wc), a view
-        return PreparedImage(tensor, scale, width, height)
+        tiles = None
+        if settings.small_faces:
+            zoomed_w, zoomed_h = round(w * TILE_ZOOM), round(h * TILE_ZOOM)
+            # From the original pixels, so that a shrunk frame's tiles get back the detail it lost.
+            zoom_from_original = zoomed_w / width
+            method = cv2.INTER_AREA if zoom_from_original < 1 else cv2.INTER_LINEAR
+            zoomed = cv2.resize(original, (zoomed_w, zoomed_h), interpolation=method)
+            frame = torch.from_numpy(zoomed[..., ::-1] - MEAN_BGR).permute(2, 0, 1)  # (3, Hz, Wz)
+            tiles = _cut_tiles(frame)
+        return PreparedImage(tensor, scale, width, height, tiles)
 
     def _preprocess_tensor(self, image: torch.Tensor, settings: DetectorSettings) -> PreparedImage:
         """The same steps on a decoded (3, H, W) uint8 tensor, on whatever device holds it."""
@@ -152,41 +195,83 @@ class RetinaFaceDetector(Detector):
         mean = self._mean.to(x.device)
         canvas = torch.zeros((3, canvas_h, canvas_w), dtype=torch.float32, device=x.device)
         canvas[:, :h, :w] = x[0].flip(0) - mean  # RGB -> BGR, mean-subtracted
-        return PreparedImage(canvas, scale, width, height)
+        tiles = None
+        if settings.small_faces:
+            size = (round(h * TILE_ZOOM), round(w * TILE_ZOOM))
+            zoomed = F.interpolate(
+                image.unsqueeze(0).float(),
+                size=size,
+                mode="bilinear",
+                antialias=size[1] < width,
+                align_corners=False,
+            )
+            tiles = _cut_tiles(zoomed[0].flip(0) - mean)  # (3, Hz, Wz) BGR, mean-subtracted
+        return PreparedImage(canvas, scale, width, height, tiles)
 
     @torch.inference_mode()
     def infer(self, prepared: list[PreparedImage]) -> list[tuple[torch.Tensor, ...]]:
         # Images of one canvas size share a forward pass; other sizes get their own. No padding to
         # the batch's largest image, so a result never depends on what else was in the batch.
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        # Tiles (small-face mode) are further inputs of their own shape: a frame's tiles go together.
+        inputs: list[tuple[int, int, torch.Tensor]] = []  # (image index, part: -1 = full frame, (3, H, W))
         for index, item in enumerate(prepared):
-            groups[tuple(item.tensor.shape)].append(index)
-        outputs: list[tuple[torch.Tensor, ...]] = [()] * len(prepared)
-        for indices in groups.values():
-            batch = torch.stack([prepared[i].tensor for i in indices])
-            if self.cuda and batch.device.type == "cpu":
-                batch = batch.pin_memory().to(self.device, non_blocking=True)  # async copy
-            batch = batch.to(self.device, dtype=self.dtype, memory_format=self.memory_format)
-            loc, conf, landm = (t.float() for t in self.forward(batch))  # (n, A, 4), (n, A, 2), (n, A, 10)
-            for row, index in enumerate(indices):
-                outputs[index] = (loc[row], conf[row, :, 1], landm[row])
-        return outputs
+            inputs.append((index, -1, item.tensor))
+            if item.tiles is not None:
+                inputs.extend((index, part, tile) for part, tile in enumerate(item.tiles.tensor))
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for position, (_, _, tensor) in enumerate(inputs):
+            groups[tuple(tensor.shape)].append(position)
+        full: list[tuple[torch.Tensor, ...]] = [()] * len(prepared)
+        tiles: list[dict[int, tuple[torch.Tensor, ...]]] = [{} for _ in prepared]
+        for positions in groups.values():
+            for start in range(0, len(positions), MAX_FORWARD_BATCH):
+                chunk = positions[start : start + MAX_FORWARD_BATCH]
+                for position, raw in zip(chunk, self._forward([inputs[p][2] for p in chunk])):
+                    index, part, _ = inputs[position]
+                    if part < 0:
+                        full[index] = raw
+                    else:
+                        tiles[index][part] = raw
+        return [
+            raw if not parts else (*raw, [parts[p] for p in range(len(parts))])
+            for raw, parts in zip(full, tiles)
+        ]
+
+    def _forward(self, tensors: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+        """Same-shape (3, H, W) inputs -> (loc (A, 4), face score (A,), landmarks (A, 10)) each."""
+        batch = torch.stack(tensors)
+        if self.cuda and batch.device.type == "cpu":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)  # async copy
+        batch = batch.to(self.device, dtype=self.dtype, memory_format=self.memory_format)
+        loc, conf, landm = (t.float() for t in self.forward(batch))  # (n, A, 4), (n, A, 2), (n, A, 10)
+        return [(loc[row], conf[row, :, 1], landm[row]) for row in range(len(tensors))]
 
     @torch.inference_mode()
     def postprocess(
         self, raw: tuple[torch.Tensor, ...], prepared: PreparedImage, settings: DetectorSettings
     ) -> list[Detection]:
-        loc, scores, landm = raw
-        keep = scores > settings.score_threshold
-        if not bool(keep.any()):
-            return []
         _, canvas_h, canvas_w = prepared.tensor.shape
-        anchors = anchor_grid(canvas_h, canvas_w, str(loc.device))[keep]
-        loc, scores, landm = loc[keep], scores[keep], landm[keep]
-        top = scores.argsort(descending=True)[:PRE_NMS_TOP_K]
-        boxes = decode_boxes(loc[top], anchors[top])
-        points = decode_landmarks(landm[top], anchors[top])
-        scores = scores[top]
+        boxes, points, scores = _decode(raw[:3], canvas_h, canvas_w, settings.score_threshold)
+        if prepared.tiles is not None and len(raw) > 3:
+            found = [(boxes, points, scores)]
+            tiles = prepared.tiles
+            tile_h, tile_w = tiles.tensor.shape[-2:]
+            for tile, tile_raw in zip(tiles.grid, raw[3]):
+                t_boxes, t_points, t_scores = _decode(tile_raw, tile_h, tile_w, settings.score_threshold)
+                # A cut face is whole in another tile; a large one is the full pass's (seen whole there).
+                whole = ~cut_by_tile_edge(t_boxes, tile, *tiles.frame_hw)
+                whole &= (t_boxes[:, 2] - t_boxes[:, 0]) < TILE_MAX_FACE * tiles.zoom
+                origin = (tile[0], tile[1])
+                found.append(
+                    (
+                        from_tile(t_boxes[whole], origin, tiles.zoom),
+                        from_tile(t_points[whole].reshape(-1, 10), origin, tiles.zoom).reshape(-1, 5, 2),
+                        t_scores[whole],
+                    )
+                )
+            boxes, points, scores = (torch.cat(parts) for parts in zip(*found))
+        if scores.numel() == 0:
+            return []
         kept = nms(boxes, scores, settings.nms_iou)[: settings.max_detections]  # sorted by score
         # Back to original pixels, clipped to the image.
         boxes = unshrink(boxes[kept], prepared.scale, prepared.width, prepared.height).cpu().numpy()
@@ -196,3 +281,16 @@ class RetinaFaceDetector(Detector):
             Detection(LABEL, float(s), tuple(b.tolist()), [tuple(p) for p in pts.tolist()])
             for s, b, pts in zip(scores, boxes, points)
         ]
+
+
+def _decode(
+    raw: tuple[torch.Tensor, ...], canvas_h: int, canvas_w: int, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One input's heads -> boxes (n, 4), landmarks (n, 5, 2) in its canvas pixels, scores (n,):
+    those above ``threshold``, best PRE_NMS_TOP_K first."""
+    loc, scores, landm = raw
+    keep = scores > threshold
+    anchors = anchor_grid(canvas_h, canvas_w, str(loc.device))[keep]
+    loc, scores, landm = loc[keep], scores[keep], landm[keep]
+    top = scores.argsort(descending=True)[:PRE_NMS_TOP_K]
+    return decode_boxes(loc[top], anchors[top]), decode_landmarks(landm[top], anchors[top]), scores[top]

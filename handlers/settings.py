@@ -29,7 +29,10 @@ BOUNDS: dict[str, Bound] = {
     "nms_iou": Bound(0.05, 0.95, float, "NMS suppresses boxes overlapping a better one above this IoU"),
     "max_detections": Bound(1, 1000, int, "keep at most this many detections per image"),
     "inference_size": Bound(64, 2048, int, "longest image side fed to the network (images are only shrunk)"),
+    "small_faces": Bound(0, 1, bool, "RetinaFace: add zoomed overlapping tiles to find faces under ~24 px"),
 }
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class DetectorSettings:
     nms_iou: float = 0.4
     max_detections: int = 100
     inference_size: int = 640
+    small_faces: bool = False  # RetinaFace only (handlers/tiling.py); other detectors ignore it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,12 +56,14 @@ class DetectorSettings:
 SETTING_NAMES = tuple(f.name for f in fields(DetectorSettings))
 
 
-def _coerce(name: str, value: Any) -> float | int:
+def _coerce(name: str, value: Any) -> float | int | bool:
     if name not in BOUNDS:
         raise InputError(f"unknown setting '{name}'; known settings: {', '.join(SETTING_NAMES)}")
     bound = BOUNDS[name]
     if isinstance(value, (bytes, bytearray)):
         value = value.decode("utf-8", "replace")
+    if bound.kind is bool:
+        return _flag(name, value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -70,3 +76,13 @@ def _coerce(name: str, value: Any) -> float | int:
     if not bound.low <= number <= bound.high:
         raise InputError(f"{name}={value} is outside [{bound.low}, {bound.high}] ({bound.doc})")
     return number
+
+
+def _flag(name: str, value: Any) -> bool:
+    """JSON true/false, or a header / form / query string: true|false (also 1|0, yes|no, on|off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise InputError(f"{name} must be true or false, got {value!r}")

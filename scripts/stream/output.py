@@ -6,6 +6,12 @@ JSON is written only here, at the edge: one line per processed or failed frame,
      "detections": [{"label": "face", "score": 0.99, "box": [...], "landmarks": [...]}],
      "timings_ms": {"decode": ..., "preprocess": ..., "inference": ..., "postprocess": ...}}
 with boxes in captured-frame pixels (after undoing ``--resize``).
+
+The window (OpenCV's Qt window, so the client venv needs opencv-python, not the headless build)
+opens at the frame's size with the first result: boxes with "label score", five landmarks per face,
+and a status band "frame 12  24.9 fps  end-to-end 84 ms". q, Q or Esc quits, as does closing it.
+:func:`display_problem` says beforehand why no window can open (headless OpenCV, no X server),
+because Qt without a display aborts the whole process instead of raising.
 """
 
 from __future__ import annotations
@@ -78,10 +84,10 @@ def draw_detections(image: np.ndarray, detections: list[Detection]) -> None:
     for d in detections:
         x1, y1, x2, y2 = (round(v) for v in d.box)
         cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOR, 2)
-        label = f"{d.label} {d.score:.2f}"
-        cv2.putText(
-            image, label, (x1, max(12, y1 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, BOX_COLOR, 1, cv2.LINE_AA
-        )
+        label, origin = f"{d.label} {d.score:.2f}", (x1, max(12, y1 - 5))
+        # A black outline under the coloured text keeps it readable on light and dark scenes alike.
+        cv2.putText(image, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, BOX_COLOR, 1, cv2.LINE_AA)
         for (x, y), color in zip(d.landmarks or [], LANDMARK_COLORS):
             cv2.circle(image, (round(x), round(y)), 2, color, -1, cv2.LINE_AA)
 

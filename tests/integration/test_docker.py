@@ -157,10 +157,18 @@ def test_runtime_and_kserve_run_torchserve_on_the_same_base():
     assert "torchserve-kfs" not in dockerfile_text()
 
 
+# tini: SIGTERM to the whole process group; 143 (the JVM's and launcher's exit on SIGTERM) counts as 0.
+TINI = ["/usr/bin/tini", "-g", "-e", "143", "--"]
+
+
+def test_runtime_entrypoint_stops_cleanly_on_sigterm():
+    assert parse_stages()["runtime"].exec_form("ENTRYPOINT") == TINI
+
+
 def test_kserve_image_runs_torchserve_then_the_wrapper():
     kserve = parse_stages()["kserve"]
     entrypoint = kserve.exec_form("ENTRYPOINT")
-    assert entrypoint[:3] == ["/usr/bin/tini", "-g", "--"]
+    assert entrypoint[:5] == TINI
     (copy,) = [c for c in kserve.copies() if c.sources == ("deploy/kserve/wrapper/",)]
     script = entrypoint[-1]
     assert script.startswith(copy.dest)

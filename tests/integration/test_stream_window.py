@@ -42,7 +42,7 @@ from tests.support.tools import require
 
 ARTEFACTS = REPO / "build" / "window"
 ARCHIVE = REPO / "model_store" / "face_detector-2.0.mar"  # the served default version
-CLIP = SyntheticClip(seconds=15.0, fps=30.0, width=640, height=480)  # 450 frames: q comes well before
+CLIP = SyntheticClip(seconds=20.0, fps=30.0, width=640, height=480)  # 600 frames; q comes after ~10 s
 SCREEN = (1280, 1024)
 MIN_IOU = 0.5
 MAX_PICTURE_DIFF = 8.0  # mean grey levels between the window and the clip frame it shows (MJPG noise ~1)

@@ -16,6 +16,7 @@ from scripts.stream.frames import (
     LatestFrameMailbox,
     Source,
     SourceKind,
+    camera_problem,
     read_frames,
     source_fps,
 )
@@ -130,3 +131,34 @@ def test_mailbox_wake_returns_without_a_frame_and_errors_are_kept():
     broken = LatestFrameMailbox(failing()).start()
     broken.join()
     assert isinstance(broken.error, ConnectionError)
+
+
+@pytest.mark.parametrize(
+    ("devices", "spec", "expected"),
+    [
+        (
+            ["video0", "video2", "video10"],
+            "7",
+            "cameras found: 0 ({d}/video0), 2 ({d}/video2), 10 ({d}/video10)",
+        ),
+        ([], "7", "there is no {d}/video7 (cameras found: none)"),
+        (["video7"], "7", None),
+        (["video0"], "00", None),  # "00" is camera 0
+    ],
+)
+def test_camera_problem_names_the_missing_device_and_the_cameras_there_are(tmp_path, devices, spec, expected):
+    for name in devices:
+        (tmp_path / name).touch()
+    problem = camera_problem(Source.parse(spec), devices=tmp_path)
+    if expected is None:
+        assert problem is None
+    else:
+        assert (
+            problem.startswith(f"camera {int(spec)} does not exist")
+            and expected.format(d=tmp_path) in problem
+        )
+
+
+def test_camera_problem_only_judges_cameras(tmp_path):
+    assert camera_problem(Source.parse(str(tmp_path)), devices=tmp_path) is None
+    assert camera_problem(Source.parse("rtsp://cam/stream"), devices=tmp_path) is None

@@ -1,0 +1,5 @@
+"""python -m scripts.evaluate"""
+
+from scripts.evaluate.cli import main
+
+raise SystemExit(main())
