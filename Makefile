@@ -70,7 +70,8 @@ status:
 # Prometheus + promtool (tests/integration/test_monitoring.py); Chromium and Xvfb for the browser
 # demo (tests/integration/test_demo_browser.py, driven by Playwright, which never downloads a browser);
 # Xvfb, xwininfo (x11-utils), xdotool and ImageMagick's import for the window client's test
-# (tests/integration/test_stream_window.py: a real window, keys pressed, screenshots).
+# (tests/integration/test_stream_window.py: a real window, keys pressed, screenshots); nginx and
+# envsubst for the Kubernetes auth proxy run for real (tests/integration/test_auth_proxy.py).
 test-tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "promtool not found; installing Debian's prometheus with apt"; \
@@ -89,6 +90,11 @@ test-tools:
 	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq xvfb x11-utils xdotool imagemagick >/dev/null \
 	  || { echo "could not install them: run 'apt-get install xvfb x11-utils xdotool imagemagick' as root"; exit 1; }; }
+	@{ test -x /usr/sbin/nginx && command -v envsubst; } >/dev/null 2>&1 || { \
+	  echo "nginx or envsubst not found; installing Debian's nginx and gettext-base with apt"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx gettext-base >/dev/null \
+	  || { echo "could not install nginx: run 'apt-get install nginx gettext-base' as root"; exit 1; }; }
 
 # The KServe wrapper's own venv (requirements-kserve.txt: kserve pins psutil<6 and protobuf<7, so it
 # cannot share .venv); tests/integration/test_container_configs.py runs the wrapper with it.
@@ -196,6 +202,13 @@ drift-profile: build
 .PHONY: soak
 soak: java build
 	$(PY) -m scripts.bench.soak --out build/soak.json $(ARGS)
+
+# GPU kit (docs/benchmarks.md, "GPU"): build/gpu-kit, under 50 MiB: a jlink'ed Java 17, TorchServe,
+# the archives (and a GPU one from model_configs/gpu/), sample images. Carry build/gpu-kit to the GPU
+# machine with the working tree and run `bash scripts/bench/gpu_check.sh` there (JSON in $OUT).
+.PHONY: gpu-kit
+gpu-kit: java build
+	$(PY) -m scripts.bench.gpu_kit pack --out build/gpu-kit
 
 # Container images (docs/deployment.md, "Container image"). Needs a running dockerd.
 #   make image              CPU image face-detection:cpu (prints size and build time)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.geometry import shrink_array, unshrink
+from handlers.geometry import shrink_array, shrink_tensor, unshrink
 from handlers.mtcnn import MTCNN, Candidates, CascadeConfig, finalize
 from handlers.pipeline import Detector
 from handlers.schema import Detection
@@ -22,7 +22,7 @@ LABEL = "face"
 
 @dataclass
 class PreparedImage:
-    tensor: torch.Tensor  # (3, h, w) uint8 RGB, the image the cascade sees
+    tensor: torch.Tensor  # (3, h, w) RGB the cascade sees: uint8 (host path) or float 0-255 (tensor path)
     scale: float  # network pixels per original pixel (<= 1)
     width: int  # original size
     height: int
@@ -41,7 +41,13 @@ class MTCNNDetector(Detector):
         self.model.load_state_dict(state, strict=True)
         self.model.to(self.device).eval()
 
-    def preprocess(self, image: np.ndarray, settings: DetectorSettings) -> PreparedImage:
+    def preprocess(self, image: np.ndarray | torch.Tensor, settings: DetectorSettings) -> PreparedImage:
+        """(H, W, 3) uint8 array, or (3, H, W) uint8 tensor on any device (the tensor-decode path)."""
+        if isinstance(image, torch.Tensor):
+            _, height, width = image.shape
+            # Antialiased bilinear on the tensor's device: the counterpart of shrink_array's area resize.
+            shrunk, scale = shrink_tensor(image.unsqueeze(0).float(), settings.inference_size)
+            return PreparedImage(shrunk[0], scale, width, height)  # (3, h, w) float, 0-255
         height, width = image.shape[:2]
         image, scale = shrink_array(image, settings.inference_size)
         tensor = torch.tensor(image).permute(2, 0, 1)  # (3, h, w), a copy: decoded arrays may be read-only

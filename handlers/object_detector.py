@@ -49,14 +49,14 @@ class PrescaledTransform(GeneralizedRCNNTransform):
 
 @dataclass
 class PreparedImage:
-    tensor: torch.Tensor  # (3, h, w) float32, normalised, at network scale (CPU)
+    tensor: torch.Tensor  # (3, h, w) float32, normalised, at network scale (where the image was decoded)
     width: int  # original size
     height: int
     settings: DetectorSettings  # the thresholds the model applies inside its forward pass
 
     def group_key(self) -> tuple:
         s = self.settings
-        return (*self.tensor.shape, s.score_threshold, s.nms_iou, s.max_detections)
+        return (*self.tensor.shape, str(self.tensor.device), s.score_threshold, s.nms_iou, s.max_detections)
 
 
 class TorchvisionDetector(Detector):
@@ -86,13 +86,18 @@ class TorchvisionDetector(Detector):
         return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
 
     @torch.inference_mode()
-    def preprocess(self, image: np.ndarray, settings: DetectorSettings) -> PreparedImage:
-        height, width = image.shape[:2]
+    def preprocess(self, image: np.ndarray | torch.Tensor, settings: DetectorSettings) -> PreparedImage:
+        """(H, W, 3) uint8 array, or (3, H, W) uint8 tensor on any device (the tensor-decode path):
+        the same arithmetic on whichever device holds the image."""
+        if isinstance(image, torch.Tensor):
+            tensor = image.float().div_(255.0)  # (3, H, W), [0, 1]
+        else:
+            tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).div_(255.0)
+        height, width = tensor.shape[1:]
         size = self.network_size(height, width, settings.inference_size)
-        tensor = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1).div_(255.0)  # (3, H, W), [0, 1]
         if size != (height, width):
             tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
-        tensor = (tensor - self.mean) / self.std
+        tensor = (tensor - self.mean.to(tensor.device)) / self.std.to(tensor.device)
         return PreparedImage(tensor.contiguous(), width, height, settings)
 
     @torch.inference_mode()

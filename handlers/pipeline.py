@@ -27,6 +27,7 @@ from handlers.image_decode import DecodeLimits, decode_probed, probe_image
 from handlers.request_parsing import parse_request
 from handlers.schema import Detection, DetectionResult
 from handlers.settings import DetectorSettings
+from handlers.tensor_decode import EXIF_ORIENTATION, HostStaging, decode_jpegs, host_staging, is_device_fault
 
 __all__ = ["REASON_INTERNAL", "DetectionPipeline", "Detector", "InternalError"]
 
@@ -121,8 +122,14 @@ class DetectionPipeline:
         self.version = version
         self.defaults = defaults
         self.limits = limits
-        # When set, JPEGs are decoded as one batch by torchvision (nvJPEG on a CUDA device).
-        self.tensor_decode_device = tensor_decode_device
+        # When set, JPEGs are decoded as one batch by torchvision (nvJPEG on a CUDA device), and
+        # every other image (decoded on the host) is copied there too: the detector sees one kind
+        # of input, on one device, for the whole batch.
+        self.tensor_decode_device: torch.device | None = None
+        self._staging: HostStaging | None = None
+        if tensor_decode_device is not None:
+            self.tensor_decode_device = torch.device(tensor_decode_device)
+            self._staging = host_staging()
         # Optional: decoded image -> input statistics, attached to the result (never to the response).
         self.features = features
 
@@ -172,25 +179,33 @@ class DetectionPipeline:
             item.outcome = InternalError(f"internal error while reading the request: {type(err).__name__}")
 
     def _decode_jpegs_as_tensors(self, items: list[_Item]) -> None:
-        from handlers.tensor_decode import decode_jpegs
-
+        """One batched call for the batch's JPEGs. A JPEG the device decoder refuses stays without
+        an image and is decoded on the host (the same 400 as the host path if PIL refuses it too); a
+        device failure (DeviceFault) propagates: a server fault for the whole batch, never a 400."""
+        if not items:
+            return
         start = time.perf_counter()
-        outcomes = decode_jpegs([item.payload for item in items], self.tensor_decode_device)
+        orientations = [_exif_orientation(item.probed) for item in items]
+        outcomes = decode_jpegs([item.payload for item in items], self.tensor_decode_device, orientations)
         batch_ms = (time.perf_counter() - start) * 1000.0
-        for item, outcome in zip(items, outcomes):
+        for item, image in zip(items, outcomes):
             item.timings["decode"] = item.timings.get("decode", 0.0) + batch_ms
-            if isinstance(outcome, InputError):
-                item.outcome = outcome
-            else:
-                item.image = outcome
-                item.size = (int(outcome.shape[2]), int(outcome.shape[1]))
+            if image is not None:
+                item.image = image
+                item.size = (int(image.shape[2]), int(image.shape[1]))
+
+    def _decode_on_host(self, item: _Item) -> None:
+        item.image = decode_probed(item.probed)  # (H, W, 3) uint8, EXIF orientation applied
+        item.size = (int(item.image.shape[1]), int(item.image.shape[0]))
+        if self.tensor_decode_device is not None:
+            # (3, H, W) on the device, like the batch's JPEGs: a batch never mixes devices.
+            item.image = self._staging.to_device(item.image, self.tensor_decode_device).permute(2, 0, 1)
 
     def _decode_and_prepare(self, item: _Item) -> None:
         try:
             if item.image is None:
                 with _timed(item.timings, "decode"):
-                    item.image = decode_probed(item.probed)
-                    item.size = (int(item.image.shape[1]), int(item.image.shape[0]))
+                    self._decode_on_host(item)
             item.probed = None  # release the parser and the pixels it holds
             self._extract_features(item)
             with _timed(item.timings, "preprocess"):
@@ -199,6 +214,8 @@ class DetectionPipeline:
         except InputError as err:
             item.outcome = err.detached()
         except Exception as err:  # noqa: BLE001 - one request's bug must not fail the batch
+            if is_device_fault(err):
+                raise  # the device failed, not this request: a server fault for the batch
             log.exception("preprocess failed")
             item.outcome = InternalError(f"internal error while preparing the image: {type(err).__name__}")
 
@@ -219,5 +236,15 @@ class DetectionPipeline:
                 self.model_name, self.version, width, height, detections, item.timings, item.features
             )
         except Exception as err:  # noqa: BLE001
+            if is_device_fault(err):
+                raise  # the device failed, not this request: a server fault for the batch
             log.exception("postprocess failed")
             item.outcome = InternalError(f"internal error while postprocessing: {type(err).__name__}")
+
+
+def _exif_orientation(probed: Image.Image) -> int:
+    """The EXIF orientation (1-8) from a parsed header; 1 when absent or unreadable."""
+    try:
+        return int(probed.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: PIL's exif_transpose ignores it as well
+        return 1

@@ -23,6 +23,7 @@ from handlers.pipeline import Detector
 from handlers.retinaface import RetinaFace
 from handlers.schema import Detection
 from handlers.settings import DetectorSettings
+from handlers.tensor_decode import host_staging
 from handlers.tiling import TILE_OVERLAP, TILE_SIZE, TILE_ZOOM, cut_by_tile_edge, from_tile, tile_grid
 
 __all__ = [
@@ -241,7 +242,7 @@ class RetinaFaceDetector(Detector):
         """Same-shape (3, H, W) inputs -> (loc (A, 4), face score (A,), landmarks (A, 10)) each."""
         batch = torch.stack(tensors)
         if self.cuda and batch.device.type == "cpu":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)  # async copy
+            batch = host_staging().to_device(batch, self.device)  # async copy from one reused pinned buffer
         batch = batch.to(self.device, dtype=self.dtype, memory_format=self.memory_format)
         loc, conf, landm = (t.float() for t in self.forward(batch))  # (n, A, 4), (n, A, 2), (n, A, 10)
         return [(loc[row], conf[row, :, 1], landm[row]) for row in range(len(tensors))]

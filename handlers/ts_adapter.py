@@ -5,6 +5,9 @@ initialize(context): validate model-config.yaml's whole ``handler:`` section aga
                      (weights_only=True) -> one pipeline per worker.
 handle(data, context): one outcome per request, same length as ``data``; a bad request gets its own
                      4xx through ``context.set_response_status`` while the rest of the batch succeeds.
+                     A device failure is a server fault, never a 4xx: out of memory -> TorchServe's
+                     507 for the batch; a broken CUDA context -> the worker exits (status 70) and
+                     TorchServe answers 500 and starts a new one.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from handlers.errors import InputError
 from handlers.features import input_features
 from handlers.pipeline import DetectionPipeline, Detector
 from handlers.settings import SETTING_NAMES
+from handlers.tensor_decode import is_broken_context, is_device_fault
 
 __all__ = [
+    "EXIT_DEVICE_FAULT",
     "SETTING_HEADERS",
     "DetectionHandler",
     "configure_threads",
@@ -34,6 +39,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+EXIT_DEVICE_FAULT = 70  # worker exit status after a broken CUDA context (sysexits' EX_SOFTWARE)
 
 # TorchServe forwards no query string for raw-body requests, so raw bodies carry per-request
 # settings in headers: X-Score-Threshold, X-Nms-Iou, X-Max-Detections, X-Inference-Size.
@@ -65,7 +72,8 @@ def configure_threads(threads: int) -> None:
 
 def tensor_decode_device(device: torch.device, config: HandlerConfig) -> torch.device | None:
     """nvJPEG batch decoding when a GPU serves this worker and the family's config allows it
-    (``gpu_jpeg_decode``; only detectors that take tensors have the key)."""
+    (``gpu_jpeg_decode``, RetinaFace's key). Every detector family accepts the tensor path
+    (tests/unit/handlers/test_decode_families.py); the others decode on the host by default."""
     return device if device.type == "cuda" and config.tensor_decode else None
 
 
@@ -123,7 +131,18 @@ class DetectionHandler:
         ]
         responses = []
         rejected = 0
-        outcomes = self.pipeline.process(requests)
+        try:
+            outcomes = self.pipeline.process(requests)
+        except Exception as err:
+            if is_device_fault(err) and is_broken_context(err):
+                # Every later call on this CUDA context would fail too: leave, so that TorchServe
+                # answers this batch 500 ("Worker died.") and starts a fresh worker.
+                log.critical("device failure, worker exits to be restarted: %s", err, exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_DEVICE_FAULT)
+            # Out of memory and other server faults: TorchServe answers the batch 507 (the message
+            # names CUDA / MemoryError) or 503; the worker stays.
+            raise
         for idx, outcome in enumerate(outcomes):
             if isinstance(outcome, InputError):
                 rejected += 1

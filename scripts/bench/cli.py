@@ -60,6 +60,7 @@ __all__ = [
 
 DEFAULT_ARCHIVE = REPO / "model_store" / "face_detector-2.0.mar"
 BATCH_LINE = re.compile(r"batch of (\d+):")
+WORKER_DEVICE = re.compile(r"loaded \S+ \S+ on (\S+) \(pid")
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -166,6 +167,9 @@ def bench_torchserve(
                     role: round((cpu_after.get(role, 0.0) - cpu_before.get(role, 0.0)) / wall, 2)
                     for role in ("frontend", "workers")
                 }
+                # Where the workers run ("loaded face_detector 2.0 on cuda:0 ..."): a GPU model
+                # config on a machine whose GPU TorchServe cannot see would silently run on CPU.
+                result["worker_devices"] = sorted(set(WORKER_DEVICE.findall(instance.log())))
                 return result
 
             return view

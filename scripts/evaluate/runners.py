@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,16 @@ from typing import Any
 
 from handlers.schema import Detection
 
-__all__ = ["EVAL_SCORE", "EvalSet", "Run", "archive_runner", "reference_runner", "run", "served_runner"]
+__all__ = [
+    "EVAL_SCORE",
+    "EvalSet",
+    "Run",
+    "archive_runner",
+    "reference_runner",
+    "run",
+    "served_runner",
+    "speed",
+]
 
 EVAL_SCORE = 0.05  # lowest score asked for; COCO's own evaluations keep everything above ~0.05
 
@@ -72,6 +82,26 @@ def run(eval_set: EvalSet, detect: Detect) -> Run:
         seconds[image["id"]] = time.perf_counter() - start
         results.extend(_coco(image["id"], d) for d in detections)
     return Run(results, seconds)
+
+
+def speed(
+    detects: dict[str, Detect], frames: dict[str, bytes], repeats: int = 5
+) -> dict[str, dict[str, float]]:
+    """Images/s of each detector on each frame, from the fastest of ``repeats`` calls, taken
+    round-robin (every detector on every frame, then again). The fastest call is the one least
+    disturbed by other processes on a shared machine (timeit's rule); a median swings 2x here.
+    {detector name: {frame name: images/s}}."""
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for detect in detects.values():  # warm-up: first-call allocations are not the steady state
+        for data in frames.values():
+            detect(data)
+    for _ in range(repeats):
+        for frame, data in frames.items():
+            for name, detect in detects.items():
+                start = time.perf_counter()
+                detect(data)
+                times[name, frame].append(time.perf_counter() - start)
+    return {name: {frame: 1.0 / min(times[name, frame]) for frame in frames} for name in detects}
 
 
 def _coco(image_id: int, d: Detection) -> dict[str, Any]:

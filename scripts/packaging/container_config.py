@@ -7,12 +7,13 @@ target below changes only what its environment needs, so the other settings (lim
 
     docker   the image's default: every address on 0.0.0.0 (a port mapping reaches only the
              container's own interface), token auth on, archives from the image's model store.
-    k8s      a pod behind the token-checking sidecar (deploy/base/nginx.conf.template): REST and
+    k8s      a pod behind the token-checking sidecar (deploy/base/auth-proxy-configmap.yaml): REST and
              gRPC on 127.0.0.1 at internal ports, so only containers of the same pod reach them,
              TorchServe's own per-process keys off (every replica would generate different ones);
              metrics on 0.0.0.0:8082 for Prometheus (TorchServe serves them without a token).
     kserve   the layout KServe's TorchServe runtime expects: inference and management on
-             0.0.0.0:8085 behind the KServe wrapper, archives under /mnt/models/model-store,
+             127.0.0.1:8085 behind the KServe wrapper (same container; gRPC on 127.0.0.1 too),
+             archives under /mnt/models/model-store,
              models declared in ``model_snapshot`` with batchSize 1 (TorchServe's KServe envelope
              reads only the first request of a batch; batch on the KServe side instead).
 
@@ -23,6 +24,7 @@ one against its working directory, an empty folder in a container; ``metrics_con
 Usage:
     python -m scripts.packaging.container_config render --target docker --out /srv/config.properties
     python -m scripts.packaging.container_config kserve-store --store model_store --out build/kserve
+    python -m scripts.packaging.container_config gpu-archives --store /src/model-store   (GPU image)
     python -m scripts.packaging.container_config healthcheck --config /srv/config.properties [--live]
 """
 
@@ -34,6 +36,8 @@ import re
 import shutil
 import sys
 from pathlib import Path
+
+import yaml
 
 from scripts.config import read_properties
 from scripts.paths import REPO
@@ -104,12 +108,14 @@ def target_settings(target: str, props: dict[str, str]) -> dict[str, str]:
             "disable_token_authorization": "true",
         }
     if target == "kserve":
+        # Only the wrapper, in the same container, talks to TorchServe: with its keys off, REST
+        # management and gRPC must not be reachable from the rest of the cluster.
         return {
-            "inference_address": "http://0.0.0.0:8085",
-            "management_address": "http://0.0.0.0:8085",
+            "inference_address": "http://127.0.0.1:8085",
+            "management_address": "http://127.0.0.1:8085",
             "metrics_address": "http://0.0.0.0:8082",
-            "grpc_inference_address": "0.0.0.0",
-            "grpc_management_address": "0.0.0.0",
+            "grpc_inference_address": "127.0.0.1",
+            "grpc_management_address": "127.0.0.1",
             "model_store": KSERVE_STORE,
             "disable_token_authorization": "true",
             "enable_envvars_config": "true",
@@ -189,6 +195,25 @@ def kserve_store(store: Path, out: Path, source: Path = SOURCE) -> Path:
     return out
 
 
+def gpu_archives(store: Path) -> list[Path]:
+    """The GPU image's face_detector 2.0: rebuilt into ``store`` with model_configs/gpu/ merged over
+    its CPU config (1 worker per GPU, batch 64, fp16, nvJPEG) instead of the 2-core CPU tuning
+    (2 workers, batch 4). face_detector 1.0 keeps its config (1 worker)."""
+    import tempfile
+
+    from scripts.bench.gpu_kit import GPU_CONFIG, merged_config
+    from scripts.packaging.build_archives import ARCHIVES, ArchiveSpec, build
+
+    base = ARCHIVES["face_detector-2.0"]
+    with tempfile.TemporaryDirectory(prefix="gpu-config-") as tmp:
+        config = Path(tmp) / "face_detector-2.0-gpu.yaml"
+        config.write_text(yaml.safe_dump(merged_config(base.config, GPU_CONFIG), sort_keys=False))
+        spec = ArchiveSpec(
+            base.name, base.version, base.handler, base.weights, config, base.description + " (GPU)"
+        )
+        return [build(spec, store)]
+
+
 def healthcheck(config: Path, key_file: Path, live: bool = False) -> tuple[bool, str]:
     """Ready: every worker of every loaded model is READY (``/ping`` is not a readiness check).
     Live (``live=True``): the management API answers at all, whatever the workers do."""
@@ -222,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p_store.add_argument("--store", type=Path, default=REPO / "model_store")
     p_store.add_argument("--out", type=Path, required=True)
     p_store.add_argument("--source", type=Path, default=SOURCE)
+    p_gpu = sub.add_parser("gpu-archives", help="rebuild face_detector 2.0 with the GPU worker settings")
+    p_gpu.add_argument("--store", type=Path, required=True)
     p_health = sub.add_parser("healthcheck", help="exit 0 when every worker is READY")
     p_health.add_argument("--config", type=Path, default=Path(APP_DIR) / "config.properties")
     p_health.add_argument("--key-file", type=Path, default=Path(WORK_DIR) / "key_file.json")
@@ -230,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "render":
         print(f"rendered {args.target} config -> {render(args.target, args.out, args.source)}")
+    elif args.command == "gpu-archives":
+        gpu_archives(args.store)
     elif args.command == "kserve-store":
         print(f"KServe storage layout -> {kserve_store(args.store, args.out, args.source)}")
     else:

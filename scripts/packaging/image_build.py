@@ -3,10 +3,11 @@
 pip inside ``docker build`` knows nothing of the host's pip configuration: local index folders
 (``file://`` URLs, ``find-links`` directories), the CA bundle of a TLS-intercepting proxy. This tool
 reads ``pip config list`` (files and ``PIP_*`` variables), serves every local folder it names over
-HTTP on 127.0.0.1 for the duration of the build (the build runs with ``--network host``), passes the
-rewritten sources as build arguments (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS) and the CA
-bundle as the BuildKit secret ``pip_cert``, which never lands in a layer. Nothing of this machine is
-written into the Dockerfile or the repository.
+HTTP on 127.0.0.1 for the duration of the build (the build runs with ``--network host``), and passes
+the rewritten sources as a pip configuration file (BuildKit secret ``pip_conf``) and the CA bundle as
+the secret ``pip_cert``. Secrets never land in a layer nor in the cache key, so the served ports,
+which change from build to build, do not defeat the layer cache. Nothing of this machine is written
+into the Dockerfile or the repository.
 
     python -m scripts.packaging.image_build                         face-detection:cpu
     python -m scripts.packaging.image_build --variant gpu           face-detection:gpu
@@ -26,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -101,7 +103,9 @@ def docker_command() -> str:
     if os.environ.get("DOCKER"):
         return os.environ["DOCKER"]
     docker = shutil.which("docker") or "docker"
-    has_buildx = subprocess.run([docker, "buildx", "version"], capture_output=True, check=False).returncode == 0
+    has_buildx = (
+        subprocess.run([docker, "buildx", "version"], capture_output=True, check=False).returncode == 0
+    )
     version = subprocess.run(
         [docker, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -132,18 +136,25 @@ def build(
     if torch_index_url:
         build_args["TORCH_INDEX_URL"] = torch_index_url
     sources = LocalSources()
+    conf_dir = tempfile.TemporaryDirectory(prefix="pip-conf-")
     try:
         if host_pip:
             settings = pip_settings()
+            lines = ["[global]"]
             if settings.get("index-url"):
-                build_args["PIP_INDEX_URL"] = sources.url(settings["index-url"], index=True)
+                lines.append(f"index-url = {sources.url(settings['index-url'], index=True)}")
             for key in ("extra-index-url", "find-links"):
                 if settings.get(key):
                     urls = [sources.url(s, index=key.endswith("index-url")) for s in settings[key].split()]
-                    build_args[f"PIP_{key.upper().replace('-', '_')}"] = " ".join(urls)
+                    lines.append(f"{key} = {' '.join(urls)}")
             trusted = settings.get("trusted-host", "").split() + (["127.0.0.1"] if sources.served else [])
             if trusted:
-                build_args["PIP_TRUSTED_HOST"] = " ".join(trusted)  # plain HTTP on loopback
+                lines.append(f"trusted-host = {' '.join(trusted)}")  # plain HTTP on loopback
+            if len(lines) > 1:
+                conf = Path(conf_dir.name) / "pip.conf"
+                conf.write_text("\n".join(lines) + "\n")
+                print(conf.read_text(), end="", flush=True)
+                args += ["--secret", f"id=pip_conf,src={conf}"]
             cert = settings.get("cert") or os.environ.get("PIP_CERT")
             if cert and Path(cert).is_file():
                 args += ["--secret", f"id=pip_cert,src={cert}"]
@@ -156,6 +167,7 @@ def build(
         seconds = time.monotonic() - start
     finally:
         sources.close()
+        conf_dir.cleanup()
     size = int(subprocess.run([docker, "image", "inspect", "--format", "{{.Size}}", tag],
                               capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
     return BuildReport(tag=tag, target=target, variant=variant, base_image=base_image, size_bytes=size,
@@ -182,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     out = REPO / "build" / f"image-{IMAGE_NAMES[ns.target]}-{ns.variant}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{report['tag']}: {report['size_mb']} MB, built in {report['build_seconds']:.0f} s ({out.relative_to(REPO)})")
+    size, seconds = report["size_mb"], report["build_seconds"]
+    print(f"{report['tag']}: {size} MB, built in {seconds:.0f} s ({out.relative_to(REPO)})")
 
 
 if __name__ == "__main__":

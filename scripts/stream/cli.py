@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version (default: the server's default version)")
     add_alias(p, "--model-version", "version")
     p.add_argument("--score-threshold", type=float, help="minimum score 0-1 (default: the model's)")
+    p.add_argument(
+        "--small-faces", action="store_true", help="face_detector 2.0: tiles for faces under ~24 px (slower)"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default: 30)")
     p.add_argument(
         "--connect-attempts", type=int, default=5,
@@ -210,6 +213,8 @@ def run(args: argparse.Namespace, endpoints: Endpoints | None = None) -> StreamS
     except ValueError as err:
         raise UsageError(str(err)) from None
     settings = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
+    if args.small_faces:
+        settings["small_faces"] = "true"
     endpoints = endpoints or Endpoints.default()
     model = ModelOptions(args.model, args.version, settings)
     transport = make_transport(

@@ -36,7 +36,12 @@ def engine():
     reason = docker_run.engine_unavailable()
     if reason:
         pytest.skip(f"no Docker engine: {reason}")
+    short = docker_run.disk_short("face-detection:cpu")
+    if short:
+        docker_run.stop_engine()
+        pytest.skip(f"not enough disk for the image: {short}")
     yield
+    docker_run.trim_cache()
     docker_run.stop_engine()
 
 
@@ -91,7 +96,7 @@ def detect(box: Container, key: str, timeout: float = 60) -> requests.Response:
 def test_healthcheck_turns_healthy(box):
     assert box.health() == "healthy"
     health = box.inspect()["Config"]["Healthcheck"]["Test"]
-    assert health[-3:] == ["-m", "scripts.packaging.container_config", "healthcheck"] or "healthcheck" in health
+    assert health[0] == "CMD" and health[-3:] == ["-m", "scripts.packaging.container_config", "healthcheck"]
 
 
 def test_documented_token_gives_the_documented_schema(box):
@@ -109,8 +114,10 @@ def test_documented_token_gives_the_documented_schema(box):
 
 
 def test_requests_without_the_key_are_refused(box):
-    r = requests.post(f"{box.url('inference')}/predictions/face_detector", data=encode(grace_hopper()), timeout=30)
-    # TorchServe 0.12.0 answers a missing key with 400 InvalidKeyException (tests/integration/test_security.py).
+    r = requests.post(
+        f"{box.url('inference')}/predictions/face_detector", data=encode(grace_hopper()), timeout=30
+    )
+    # TorchServe 0.12.0 answers a missing key with 400 InvalidKeyException (test_security.py).
     assert r.status_code in (400, 401) and r.json()["type"] == "InvalidKeyException", r.text
 
 
@@ -125,15 +132,17 @@ def test_management_api_lists_both_face_versions(box):
 def test_metrics_scrape_has_frontend_and_handler_metrics(box):
     assert detect(box, token(box)).status_code == 200
     text = requests.get(f"{box.url('metrics')}/metrics", timeout=30).text
-    assert re.search(r'^ts_inference_requests_total\{.*model_name="face_detector".*\} [1-9]', text, re.M), text[:800]
+    assert re.search(r'^ts_inference_requests_total\{.*model_name="face_detector".*\} [1-9]', text, re.M), (
+        text[:800]
+    )
     # Declared in monitoring/ts_metrics.yaml, read from its absolute path in the image by every worker.
     assert re.search(r"^ts_handler_request_latency_seconds_count\{.*\} [1-9]", text, re.M), text[:800]
 
 
 def test_every_process_runs_as_the_non_root_user(box):
     assert box.inspect()["Config"]["User"].split(":")[0] == str(NON_ROOT_UID)
-    top = docker("top", box.name, "-eo", "uid,args").stdout.splitlines()[1:]
-    assert top and all(line.split()[0] == str(NON_ROOT_UID) for line in top), top
+    top = docker("top", box.name, "-eo", "pid,uid,args").stdout.splitlines()[1:]
+    assert top and all(line.split()[1] == str(NON_ROOT_UID) for line in top), top
     assert any("java" in line for line in top) and any("model_service_worker" in line for line in top)
     owner, mode = box.exec("stat", "-c", "%u %a", "/home/model-server/key_file.json").split()
     assert (owner, mode) == (str(NON_ROOT_UID), "600")
@@ -154,7 +163,8 @@ def test_restart_keeps_what_the_docs_say(box):
     figures["restart_to_healthy_s"] = round(box.wait_healthy(), 1)
     new_token = token(box)
     assert new_token != old_token
-    assert detect(box, old_token).status_code == 401
+    stale = detect(box, old_token)
+    assert stale.status_code in (400, 401) and stale.json()["type"] == "InvalidKeyException", stale.text
     assert detect(box, new_token).json()["version"] == "2.0"
     assert int(box.exec("sh", "-c", "wc -l < /home/model-server/logs/ts_log.log")) > int(marker)
 
@@ -196,8 +206,10 @@ def test_kserve_target_builds(engine):
     report = docker_run.build_image("kserve")
     figures.update(kserve_image_mb=report["size_mb"], kserve_build_s=report["build_seconds"])
     code = "import kserve, importlib.metadata as m; print(m.version('kserve'))"
-    done = docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/kserve-venv/bin/python", report["tag"],
-                  "-c", code)  # fmt: skip
+    venv_python = "/opt/kserve-venv/bin/python"
+    done = docker("run", "--rm", "--network", "none", "--entrypoint", venv_python, report["tag"], "-c", code)
     assert done.stdout.strip() == "0.21.0"
-    done = docker("run", "--rm", "--network", "none", "--entrypoint", "torchserve", report["tag"], "--version")
+    done = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "torchserve", report["tag"], "--version"
+    )
     assert "0.12.0" in done.stdout + done.stderr

@@ -244,7 +244,7 @@ def test_proxy_forwards_to_the_pod_local_torchserve_ports():
     assert f"127.0.0.1:{internal['inference']}" in template
     assert f"127.0.0.1:{internal['management']}" in template
     assert f"grpc://127.0.0.1:{internal['grpc_inference']}" in template
-    listens = sorted(int(p) for p in re.findall(r"listen (\d+);", template))
+    listens = sorted(int(p) for p in re.findall(r"listen (\d+)(?: http2)?;", template))
     proxy = next(c for c in containers(kustomize(VARIANTS["cpu"])) if c["name"] == "auth-proxy")
     assert listens == sorted(p["containerPort"] for p in proxy["ports"])
     assert not set(listens) & set(internal.values())
@@ -284,3 +284,68 @@ def test_gpu_overlay_only_adds_gpu_resources_scheduling_and_image():
     assert gpu_pod["containers"][1] == cpu_pod["containers"][1]  # the proxy is the same
     metric = by_kind(gpu, "HorizontalPodAutoscaler")["spec"]["metrics"][0]
     assert metric["type"] == "Pods"
+
+
+# --- review findings (docs/deployment.md, "Kubernetes") ---------------------------------------
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10**3, "M": 10**6, "G": 10**9}
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity).groups()
+    return int(number) * units.get(unit, 1)
+
+
+SOAK_RSS_BYTES = 3.3e9  # frontend + 3 workers after the 10-minute soak (docs/reliability.md)
+
+
+def test_torchserve_memory_limit_leaves_room_over_the_soak(variant):
+    name, docs = variant
+    (torchserve, _) = containers(docs)
+    for kind in ("requests", "limits"):
+        assert _bytes(torchserve["resources"][kind]["memory"]) >= 1.2 * SOAK_RSS_BYTES, (name, kind)
+    for path in KSERVE_FILES:
+        (doc,) = load_all(path)
+        assert (
+            _bytes(doc["spec"]["predictor"]["model"]["resources"]["limits"]["memory"]) >= 1.2 * SOAK_RSS_BYTES
+        )
+
+
+def test_the_autoscaler_alone_sets_the_replica_count(variant):
+    _, docs = variant
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == by_kind(docs, "Deployment")["metadata"]["name"]
+    assert "replicas" not in by_kind(docs, "Deployment")["spec"]
+
+
+def test_torchserve_outlives_the_proxy_and_the_endpoint_removal(variant):
+    _, docs = variant
+    pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
+    sleeps = {
+        c["name"]: int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+        for c in pod["containers"]
+        if c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    }
+    assert sleeps["torchserve"] > sleeps["auth-proxy"] >= 5, sleeps
+    assert pod["terminationGracePeriodSeconds"] >= sleeps["torchserve"] + 20
+
+
+def test_pdb_evicts_one_pod_at_a_time(variant):
+    _, docs = variant
+    spec = by_kind(docs, "PodDisruptionBudget")["spec"]
+    assert spec == {**spec, "maxUnavailable": 1} and "minAvailable" not in spec
+
+
+def test_gpu_overlay_schedules_on_the_gpu_resource_not_a_discovery_label():
+    pod = by_kind(kustomize(VARIANTS["gpu"]), "Deployment")["spec"]["template"]["spec"]
+    assert not any("nvidia.com" in k for k in pod.get("nodeSelector", {}))
+    assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize("path", KSERVE_FILES, ids=lambda p: p.name)
+def test_inferenceservice_names_its_own_services_and_pins_serverless(path):
+    (doc,) = load_all(path)
+    base_services = {d["metadata"]["name"] for d in kustomize(VARIANTS["cpu"]) if d["kind"] == "Service"}
+    # KServe creates <name>, <name>-predictor, ... Services: none may be a Service of deploy/base.
+    assert not {doc["metadata"]["name"], f"{doc['metadata']['name']}-predictor"} & base_services
+    if doc["spec"]["predictor"].get("scaleMetric") in ("concurrency", "rps"):
+        assert doc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"

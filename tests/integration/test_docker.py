@@ -261,7 +261,9 @@ def test_k8s_config_is_pod_local_behind_the_proxy(rendered):
 
 def test_kserve_config_declares_every_loaded_archive(rendered):
     props = rendered("kserve")
-    assert props["inference_address"] == "http://0.0.0.0:8085"
+    # Keys off: only the wrapper in the same container may reach REST management and gRPC.
+    assert props["inference_address"] == props["management_address"] == "http://127.0.0.1:8085"
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
     assert props["model_store"] == "/mnt/models/model-store"
     assert props["service_envelope"] == "kserve" and props["enable_envvars_config"] == "true"
     snapshot = json.loads(props["model_snapshot"])
@@ -392,3 +394,24 @@ def test_healthcheck_fails_when_nothing_listens(tmp_path):
     config.write_text("management_address=http://127.0.0.1:9\nload_models=a-1.0.mar\n")
     ok, message = container_config.healthcheck(config, tmp_path / "key_file.json")
     assert not ok and "not reachable" in message
+
+
+def test_gpu_image_serves_the_gpu_tuned_face_detector(tmp_path):
+    """VARIANT=gpu rebuilds face_detector 2.0 with model_configs/gpu/ merged in: one worker per GPU and
+    large batches, not the 2-core CPU tuning (2 workers, batch 4) the CPU image serves."""
+    import zipfile
+
+    import yaml
+
+    archives = [r for r in parse_stages()["archives"].run_commands() if "gpu-archives" in r]
+    assert archives == [
+        'if [ "${VARIANT}" = gpu ]; then python -m scripts.packaging.container_config gpu-archives '
+        "--store /src/model-store; fi"
+    ]
+    (mar,) = container_config.gpu_archives(tmp_path)
+    with zipfile.ZipFile(mar) as z:
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        config = yaml.safe_load(z.read(manifest["model"]["configFile"]))
+    assert (config["minWorkers"], config["maxWorkers"], config["deviceType"]) == (1, 1, "gpu")
+    assert config["batchSize"] >= 32 and config["handler"]["fp16"] is True
+    assert manifest["model"]["modelVersion"] == "2.0"

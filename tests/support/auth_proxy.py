@@ -77,7 +77,9 @@ def template() -> tuple[str, str]:
 def render_template(text: str, env: dict[str, str]) -> str:
     """``envsubst`` as the nginx image runs it: every name defined in ``env`` is substituted."""
     defined = " ".join(f"${{{name}}}" for name in sorted(env))
-    done = subprocess.run(["envsubst", defined], input=text, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["envsubst", defined], input=text, env=env, capture_output=True, text=True, check=True
+    )
     return done.stdout
 
 
@@ -87,13 +89,17 @@ def move_ports(conf: str, listen: dict[int, int], upstream: dict[int, int]) -> s
     def _listen(m: re.Match) -> str:
         port = int(m.group(1))
         if port not in listen:
-            raise AssertionError(f"the template listens on {port}, which the auth-proxy container does not declare")
+            raise AssertionError(
+                f"the template listens on {port}, which the auth-proxy container does not declare"
+            )
         return f"listen 127.0.0.1:{listen[port]}"
 
     def _upstream(m: re.Match) -> str:
         port = int(m.group(1))
         if port not in upstream:
-            raise AssertionError(f"the template forwards to 127.0.0.1:{port}, not a TorchServe port of the pod")
+            raise AssertionError(
+                f"the template forwards to 127.0.0.1:{port}, not a TorchServe port of the pod"
+            )
         return f"127.0.0.1:{upstream[port]}"
 
     conf = re.sub(r"127\.0\.0\.1:(\d+)", _upstream, conf)  # first: the moved listens name 127.0.0.1 too
@@ -105,7 +111,8 @@ def main_config(prefix: Path, conf_d: Path) -> str:
     under ``prefix``: the template is included inside ``http {}`` from conf.d/ as in the image."""
     user = "user root;\n" if os.geteuid() == 0 else ""  # workers need the temp folders below
     temp = "\n".join(
-        f"    {kind}_temp_path {prefix}/{kind}_temp;" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"    {kind}_temp_path {prefix}/{kind}_temp;"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return (
         f"{user}worker_processes 1;\nerror_log {prefix}/error.log notice;\npid {prefix}/nginx.pid;\n"
@@ -164,7 +171,9 @@ def start_proxy(tmp: Path, upstreams: dict[int, int], tokens: dict[str, str], ti
     nginx = nginx_binary()
     base = [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
     subprocess.run([*base, "-t", "-q"], check=True, capture_output=True, text=True)
-    process = subprocess.Popen([*base, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [*base, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     proxy = Proxy(prefix, {n: fresh[p] for n, p in pod_ports.items()}, process)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

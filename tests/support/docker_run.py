@@ -34,15 +34,18 @@ __all__ = [
     "OFFICIAL_BASE",
     "base_image",
     "build_image",
+    "disk_short",
     "docker",
     "engine_unavailable",
     "start_container",
     "stop_engine",
+    "trim_cache",
 ]
 
 DOCKERD_ARGS = ["--bridge=none", "--iptables=false", "--ip-masq=false"]
 OFFICIAL_BASE = image_build.DEFAULT_BASE
 LOCAL_BASE = "face-detection-base:bookworm"  # make base-image
+IMAGE_CONFIG = "/opt/model-server/config.properties"  # what the CMD and the HEALTHCHECK read
 _started: list[subprocess.Popen] = []  # the dockerd this module started, if any
 
 
@@ -84,6 +87,26 @@ def engine_unavailable() -> str | None:
     return f"dockerd did not answer within 60 s: {log.read_text(errors='replace')[-600:]}"
 
 
+def disk_short(image: str, cold_gb: float = 25.0, warm_gb: float = 3.0) -> str | None:
+    """Why the engine's disk cannot take a build of ``image``, or None. A first build needs room for
+    the venv twice (the python-deps stage and its copy in the image, ~6.5 GB each with the CUDA torch
+    wheels) plus the export; a rebuild with ``image`` present reuses those layers."""
+    root = docker("info", "--format", "{{.DockerRootDir}}").stdout.strip() or "/var/lib/docker"
+    free_gb = shutil.disk_usage(root if Path(root).exists() else "/").free / 1e9
+    need = warm_gb if _has_image(image) else cold_gb
+    return (
+        None
+        if free_gb >= need
+        else f"{free_gb:.0f} GB free under {root}, a build of {image} needs {need:.0f} GB"
+    )
+
+
+def trim_cache(keep: str = "20gb") -> None:
+    """Drop dangling images and the build cache beyond ``keep`` (least recently used first)."""
+    docker("image", "prune", "-f", check=False)
+    docker("builder", "prune", "-f", "--keep-storage", keep, check=False, timeout=600)
+
+
 def stop_engine() -> None:
     """Stop the dockerd :func:`engine_unavailable` started (none otherwise)."""
     while _started:
@@ -113,7 +136,9 @@ def base_image() -> str:
             return OFFICIAL_BASE
     except subprocess.TimeoutExpired:
         pass
-    subprocess.run(["make", "base-image", f"LOCAL_BASE_IMAGE={LOCAL_BASE}"], cwd=REPO, check=True, timeout=900)
+    subprocess.run(
+        ["make", "base-image", f"LOCAL_BASE_IMAGE={LOCAL_BASE}"], cwd=REPO, check=True, timeout=900
+    )
     return LOCAL_BASE
 
 
@@ -172,9 +197,10 @@ def start_container(image: str, tmp: Path, name: str, stop_timeout: int = 30) ->
     """``docker run -d --network host`` of ``image`` with its config's addresses on free loopback ports."""
     docker("rm", "-f", name, check=False)
     config = tmp / f"{name}.properties"
-    shown = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", image, "/opt/model-server/config.properties")
+    shown = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", image, IMAGE_CONFIG)
     config.write_text(shown.stdout)
-    ports = dict(zip(("inference", "management", "metrics", "grpc_inference", "grpc_management"), free_ports(5)))
+    kinds = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
+    ports = dict(zip(kinds, free_ports(len(kinds))))
     render_config(config, config, {
         **{f"{k}_address": f"http://127.0.0.1:{ports[k]}" for k in ("inference", "management", "metrics")},
         "grpc_inference_address": "127.0.0.1", "grpc_inference_port": str(ports["grpc_inference"]),
@@ -183,5 +209,5 @@ def start_container(image: str, tmp: Path, name: str, stop_timeout: int = 30) ->
     config.chmod(0o644)
     box = Container(name, image, ports)
     docker("run", "-d", "--name", name, "--network", "host", "--stop-timeout", str(stop_timeout),
-           "-v", f"{config}:/opt/model-server/config.properties:ro", image)  # fmt: skip
+           "-v", f"{config}:{IMAGE_CONFIG}:ro", image)  # fmt: skip
     return box

@@ -128,7 +128,7 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@pytest.mark.parametrize("face_width", [20, 40])
+@pytest.mark.parametrize("face_width", [30, 40])
 def test_face_cut_by_a_tile_border_is_one_box(pipeline, face_width):
     """720p at zoom 2 has columns [0, 576) and [496, 1072) in zoomed pixels: frame x 248-288 is in
     both. A face straddling x = 288 (the first tile's right edge) is cut in that tile, whole in the
@@ -151,7 +151,7 @@ def test_face_cut_by_a_tile_border_is_one_box(pipeline, face_width):
 def test_small_faces_finds_a_face_the_full_pass_misses(pipeline):
     from scripts.samples import encode
 
-    frame, truth = _frame_with_face(600, 400, 12)
+    frame, truth = _frame_with_face(600, 400, 30)
     data = encode(frame)
     plain = pipeline.detect_bytes(data, score_threshold=0.5).detections
     tiled = pipeline.detect_bytes(data, score_threshold=0.5, small_faces=True).detections
@@ -165,3 +165,20 @@ def test_small_faces_on_a_face_free_frame_adds_nothing(pipeline):
     data = encode(coffee())
     assert pipeline.detect_bytes(data, small_faces="false").detections == []
     assert pipeline.detect_bytes(data, small_faces="true").detections == []
+
+
+def test_tensor_path_tiles_like_the_array_path(pipeline):
+    """The (3, H, W) tensor preprocess (nvJPEG decoding on a GPU) cuts the same tiles; run here on
+    CPU tensors. Resampling differs (antialiased bilinear vs OpenCV), so boxes agree by IoU."""
+    frame, truth = _frame_with_face(600, 400, 30)
+    detector = pipeline.detector
+    settings = DetectorSettings(small_faces=True)
+    from_array = detector.preprocess(frame, settings)
+    from_tensor = detector.preprocess(torch.from_numpy(frame).permute(2, 0, 1).contiguous(), settings)
+    assert from_tensor.tiles.grid == from_array.tiles.grid
+    assert from_tensor.tiles.tensor.shape == from_array.tiles.tensor.shape
+    results = []
+    for prepared in (from_array, from_tensor):
+        raw = detector.infer([prepared])[0]
+        results.append([d for d in detector.postprocess(raw, prepared, settings) if _iou(d.box, truth) > 0.3])
+    assert len(results[0]) == len(results[1]) == 1 and _iou(results[0][0].box, results[1][0].box) > 0.8
