@@ -9,7 +9,7 @@
 #
 # Build with BuildKit (DOCKER_BUILDKIT=1 or buildx: RUN --mount). No `# syntax=` line: the built-in
 # frontend has what this file uses, and a syntax image would have to be pulled from a registry.
-# Package sources (all optional build arguments; `make image` fills them from the host's pip
+# Package sources (build arguments and secrets, all optional; `make image` fills them from the host's pip
 # configuration, scripts/packaging/image_build.py):
 #   PYTHON_IMAGE      the base: python:3.11-slim-bookworm, or any Debian bookworm with python3.11,
 #                     venv and a `python` command (`make base-image` builds one without a registry)

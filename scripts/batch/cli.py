@@ -46,6 +46,7 @@ from scripts.batch.scorers import (
     served_archives,
 )
 from scripts.batch.selection import BOUND_HELP, DATE_BY, DateRange, InputFile, date_range, select_files
+from scripts.batch.settings import add_setting_options, settings_from_args
 from scripts.cli import Exit, UsageError, add_alias, prog, run_main
 from scripts.paths import REPO
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--batch-size", type=int, help="inprocess: images per forward pass (default: batchSize)"
     )
+    add_setting_options(parser)
     run = parser.add_argument_group("execution")
     run.add_argument(
         "--concurrency",
@@ -218,7 +220,9 @@ def make_scorer(args: argparse.Namespace, stop: threading.Event) -> ServerScorer
         if args.management_url:
             endpoints = replace(endpoints, management=args.management_url)
         tokens = TokenStore(args.key_file, endpoints)
-        scorer = ServerScorer(endpoints, tokens, args.model, args.version, args.timeout, args.retries, stop)
+        scorer = ServerScorer(
+            endpoints, tokens, args.model, args.version, args.timeout, args.retries, stop, args.settings
+        )
         scorer.check()
         return scorer
     from scripts.inprocess import ArchivedModel, ArchiveError
@@ -233,7 +237,7 @@ def make_scorer(args: argparse.Namespace, stop: threading.Event) -> ServerScorer
         raise UsageError(
             f"{archive} holds {model.name} {model.version}, not {args.model} {args.version or ''}".rstrip()
         )
-    return InProcessScorer(model, args.batch_size)
+    return InProcessScorer(model, args.batch_size, args.settings)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -241,6 +245,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--concurrency and --batch-size must be at least 1")
     if args.retries < 0 or args.timeout <= 0:
         raise UsageError("--retries must be >= 0 and --timeout > 0")
+    args.settings = settings_from_args(args)  # {} = the model's defaults; UsageError when out of bounds
 
 
 def run(args: argparse.Namespace, out: IO[str]) -> int:
@@ -257,7 +262,9 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
     journal_path, lock_path = state_paths(output)
     stop = threading.Event()
     with output_lock(lock_path):
-        journal = Journal(journal_path, {"model": args.model, "version": args.version})
+        journal = Journal(
+            journal_path, {"model": args.model, "version": args.version, "settings": args.settings}
+        )
         try:
             done = journal.open()
             pinned = journal.pin_version(args.version)

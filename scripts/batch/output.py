@@ -27,6 +27,26 @@ from pathlib import Path
 from typing import IO, Any
 
 from handlers.schema import DetectionResult
+from scripts.batch.settings import settings_flags
+
+__all__ = [
+    "CSV_COLUMNS",
+    "JOURNAL_FORMAT",
+    "SUFFIX_FORMATS",
+    "SYNC_EVERY",
+    "Done",
+    "ErrorInfo",
+    "Journal",
+    "JournalMismatch",
+    "JournalRows",
+    "Row",
+    "atomic_write",
+    "coco_categories",
+    "format_for",
+    "write_coco",
+    "write_csv",
+    "write_jsonl",
+]
 
 JOURNAL_FORMAT = 1
 SYNC_EVERY = 32  # rows between fsyncs of the journal
@@ -112,7 +132,7 @@ class Done:
 
 
 class JournalMismatch(ValueError):
-    """The journal was written by a run with other settings (model, version)."""
+    """The journal was written by a run with other settings (model, version, detector settings)."""
 
 
 class Journal:
@@ -122,11 +142,13 @@ class Journal:
     the server's default); the version of the rows is the one the server answered with, learnt from
     the first result row. :meth:`pin_version` checks a run's ``--version`` against it, and
     :meth:`append` refuses a result of another version (e.g. after a set-default mid-run).
+    The header's ``settings`` (per-request detector settings, {} = the model's defaults; absent in
+    journals written before settings existed) must equal the run's, or the journal is refused.
     """
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.header = {"journal": "batch_score", "format": JOURNAL_FORMAT, **header}
+        self.header = {"journal": "batch_score", "format": JOURNAL_FORMAT, "settings": {}, **header}
         self.done: dict[str, Done] = {}
         self.version: str | None = header.get("version")  # of the rows; None until one is known
         self._file: IO[bytes] | None = None
@@ -232,6 +254,13 @@ class Journal:
                 f"{self.path} holds rows of model {obj.get('model')!r}, this run asks for "
                 f"{self.header.get('model')!r}: write to another --output, or delete the journal "
                 "to start over"
+            )
+        recorded, asked = obj.get("settings") or {}, self.header["settings"]
+        if recorded != asked:  # rows scored with other thresholds / tiling are not this run's rows
+            raise JournalMismatch(
+                f"{self.path} holds rows scored with {settings_flags(recorded)}, this run asks for "
+                f"{settings_flags(asked)}: pass the same options to finish this output, write to "
+                "another --output, or delete the journal to start over"
             )
         # The version asked for when the journal was made; None = the server's default, whose
         # answer then names it (rows). pin_version() compares it with this run's --version.

@@ -21,6 +21,7 @@ from typing import Any
 from handlers.errors import InputError
 from scripts.batch.output import ErrorInfo, Row
 from scripts.batch.selection import InputFile
+from scripts.batch.settings import request_values
 from scripts.cli import Exit, ToolError, UsageError
 from scripts.client import (
     AuthError,
@@ -74,7 +75,8 @@ def error_from_input_error(err: InputError) -> ErrorInfo:
 
 
 class ServerScorer:
-    """One input per request through DetectionClient (one HTTP session per thread)."""
+    """One input per request through DetectionClient (one HTTP session per thread); ``settings``
+    (scripts/batch/settings.py) travel with every request as X-<Setting> headers."""
 
     def __init__(
         self,
@@ -85,8 +87,10 @@ class ServerScorer:
         timeout: float = 60.0,
         retries: int = 2,
         stop: threading.Event | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.endpoints, self.tokens = endpoints, tokens
+        self.settings = request_values(settings or {})  # {"small_faces": "true", ...}
         self.model, self.version = model, version
         self.timeout, self.retries = timeout, retries
         self.stop = stop or threading.Event()
@@ -119,7 +123,7 @@ class ServerScorer:
             if attempt:
                 time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1])
             try:
-                result = self.client().detect(data, self.model, self.version)
+                result = self.client().detect(data, self.model, self.version, **self.settings)
                 return Row(item.path, item.mtime, item.size, result=result)
             except AuthError as err:
                 raise FatalRunError(f"token refused: {err}", Exit.AUTH) from None
@@ -190,11 +194,15 @@ def find_archive(store: Path, model: str, version: str | None, load_models: Sequ
 
 
 class InProcessScorer:
-    """Batches through an :class:`~scripts.inprocess.ArchivedModel` in this process."""
+    """Batches through an :class:`~scripts.inprocess.ArchivedModel` in this process; ``settings`` are
+    added to every request dict, as a worker gets them from a request's headers."""
 
-    def __init__(self, model: Any, batch_size: int | None = None) -> None:
+    def __init__(
+        self, model: Any, batch_size: int | None = None, settings: dict[str, Any] | None = None
+    ) -> None:
         self.model = model
         self.batch_size = batch_size or model.batch_size
+        self.settings = dict(settings or {})
 
     def score_batch(self, items: list[InputFile], payloads: list[bytes | ErrorInfo]) -> list[Row]:
         rows: list[Row | None] = [None] * len(items)
@@ -203,7 +211,7 @@ class InProcessScorer:
             if isinstance(data, ErrorInfo):
                 rows[index] = Row(item.path, item.mtime, item.size, error=data)
             else:
-                requests.append({"body": data})
+                requests.append({"body": data, **self.settings})
                 positions.append(index)
         for index, outcome in zip(positions, self.model.process(requests) if requests else []):
             item = items[index]

@@ -3,14 +3,17 @@
 Targets, all on the same JPEG and the same pipeline code (decode + preprocess + model + postprocess):
   torchserve  this deployment: a fresh TorchServe on free ports from config.properties
   inprocess   the pipeline called directly, no server: the ceiling on this machine
+  single      one image at a time in one process with the worker's thread budget: the c=1 floor
   flask       the simplest alternative: Flask, one request at a time
   litserve    LitServe with the same batch size and batch delay
 Each server target gets a closed-loop sweep (concurrency 1, 2, 4, 8, 16, 32 by default) with
 warm-up; the TorchServe steps also carry the server's own view of the same window (queue time,
-inference latency, average batch size). Output: a table, ratios, and JSON (--out).
+inference latency, average batch size), and every step the load generator's own CPU (it shares the
+cores). Output: a table, ratios, the goals met / not met (scripts/bench/goals.py), and JSON (--out).
+``--set KEY=VALUE`` rebuilds the archive with model-config keys changed, to measure a setting.
 
-Usage: python -m scripts.bench [--targets torchserve,inprocess,flask,litserve] [--duration 10]
-       [--concurrency 1,2,4,8,16,32] [--out benchmarks/latest.json]
+Usage: python -m scripts.bench [--targets torchserve,inprocess,single,flask,litserve] [--duration 10]
+       [--concurrency 1,2,4,8,16,32] [--set batchSize=1] [--out benchmarks/latest.json]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from scripts.bench.goals import evaluate, format_goals, parse_settings, variant_archive
 from scripts.bench.load import Auth, StepResult, TokenAuth, run_step
 from scripts.client import ManagementClient
 from scripts.paths import REPO
@@ -132,8 +136,11 @@ def sweep(
     steps = []
     for concurrency in levels:
         context = on_step() if on_step else None
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         result: StepResult = run_step(target, url, body, headers, concurrency, duration, warmup, auth)
         summary = result.summary()
+        # The load generator shares the cores with the server: report what it used (warm-up included).
+        summary["loadgen_cores"] = round((time.process_time() - cpu0) / (time.perf_counter() - wall0), 2)
         if context is not None:
             summary["server"] = context()
         if result.error_samples:
@@ -254,6 +261,7 @@ def bench_inprocess(
     warmup: float,
     batch_sizes=(1, 8),
     processes: int | None = None,
+    target: str = "inprocess",
 ) -> list[dict]:
     """The ceiling: the pipeline in a closed loop, no server, in as many processes as TorchServe
     runs workers (each with the archive's thread budget), best of batch sizes 1 and 8."""
@@ -273,7 +281,7 @@ def bench_inprocess(
             proc.join()
         latencies = [ms for lat, _ in outcomes for ms in lat]
         elapsed = max(seconds for _, seconds in outcomes)
-        summary = StepResult("inprocess", batch, elapsed, latencies_ms=latencies).summary()
+        summary = StepResult(target, batch, elapsed, latencies_ms=latencies).summary()
         summary.update(batch_size=batch, processes=processes, requests=len(latencies) * batch)
         summary["throughput_rps"] = round(len(latencies) * batch / elapsed, 2)
         print(format_row(summary), flush=True)
@@ -330,7 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
     parser.add_argument("--image", type=Path, help="JPEG to send (default: 640x480 astronaut)")
-    parser.add_argument("--targets", default="torchserve,inprocess,flask,litserve")
+    parser.add_argument("--targets", default="torchserve,inprocess,single,flask,litserve")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="model-config.yaml override for this run, repeatable: batchSize=1, handler.torch_threads=1",
+    )  # fmt: skip
     parser.add_argument("--concurrency", default="1,2,4,8,16,32")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per step")
@@ -343,27 +355,33 @@ def main(argv: list[str] | None = None) -> None:
     steps: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         run_dir = Path(tmp)
+        overrides = parse_settings(args.set)
+        # --set: the same archive with model-config keys changed (batchSize, maxBatchDelay, ...).
+        archive = variant_archive(overrides, run_dir / "variant") if overrides else args.archive
         for target in targets:
             print(f"--- {target}", flush=True)
             if target == "torchserve":
-                steps += bench_torchserve(
-                    args.archive, body, levels, args.duration, args.warmup, run_dir / "ts"
-                )
+                steps += bench_torchserve(archive, body, levels, args.duration, args.warmup, run_dir / "ts")
             elif target == "inprocess":
-                steps += bench_inprocess(args.archive, body, args.duration, args.warmup)
+                steps += bench_inprocess(archive, body, args.duration, args.warmup)
+            elif target == "single":  # one image at a time, one process: what c=1 could be
+                steps += bench_inprocess(archive, body, args.duration, args.warmup, (1,), 1, "single")
             elif target in ("flask", "litserve"):
                 module = f"scripts.bench.baselines.{target}_app"
                 steps += bench_subprocess_server(
-                    target, module, args.archive, body, levels, args.duration, args.warmup, run_dir
+                    target, module, archive, body, levels, args.duration, args.warmup, run_dir
                 )
             else:
-                sys.exit(f"unknown target {target}; choose from torchserve, inprocess, flask, litserve")
+                sys.exit(
+                    f"unknown target {target}; choose from torchserve, inprocess, single, flask, litserve"
+                )
 
     report = {
         "model": "face_detector",
         "version": "2.0",
         "image_bytes": len(body),
         "workers": archive_workers(args.archive),  # per server, as started: scripts.bench.capacity's default
+        "settings": overrides,
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
@@ -373,8 +391,10 @@ def main(argv: list[str] | None = None) -> None:
         "duration_s": args.duration,
         "steps": steps,
         "summary": summarize(steps),
+        "goals": evaluate(steps),
     }
     print(json.dumps(report["summary"], indent=2))
+    print(format_goals(report["goals"]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

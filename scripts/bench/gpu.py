@@ -22,6 +22,8 @@ from handlers.retinaface_detector import RetinaFaceDetector
 from scripts.packaging.build_archives import ARCHIVES
 from scripts.samples import sample_jpeg
 
+__all__ = ["WEIGHTS", "main", "measure"]
+
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 
 

@@ -21,6 +21,19 @@ import numpy as np
 import psutil
 from scipy import stats
 
+__all__ = [
+    "DEFAULT_LIMIT_MB",
+    "MIN_SAMPLES",
+    "TRIM",
+    "GrowthCheck",
+    "MemorySampler",
+    "check_growth",
+    "rss_mb",
+    "tree_rss_mb",
+    "trend_mb_per_10min",
+    "trimmed_mean",
+]
+
 DEFAULT_LIMIT_MB = 50.0
 TRIM = 0.1  # fraction cut at each end before the mean
 MIN_SAMPLES = 4

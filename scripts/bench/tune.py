@@ -31,6 +31,8 @@ from scripts.bench.cli import DEFAULT_ARCHIVE, bench_torchserve
 from scripts.packaging.build_archives import ARCHIVES
 from scripts.samples import sample_jpeg
 
+__all__ = ["WEIGHTS", "as_ratios", "decode_paths", "forward_variants", "main", "rate", "serving_grid"]
+
 WEIGHTS = ARCHIVES["face_detector-2.0"].weights  # build/retinaface_mobile0.25.pt
 
 

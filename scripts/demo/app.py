@@ -4,7 +4,9 @@
     GET  /api/config       {"maxInFlight", "maxBytes", "defaultModel", "tokenRequired"}
     GET  /api/models       models and versions from the management API, default and readiness
     POST /api/frame        one frame (image/jpeg, image/png, image/webp or image/bmp body)
-                           ?model=face_detector&version=2.0&threshold=0.5 (version and threshold optional)
+                           ?model=face_detector&version=2.0&threshold=0.5&small_faces=true
+                           (all but model optional; threshold and small_faces are passed to
+                           TorchServe as the per-request settings score_threshold and small_faces)
                            -> TorchServe's detection JSON (handlers/schema.py), or an error
 
 Errors have the server's shape ``{"code", "type", "message"}``: bad input is answered here before it
@@ -30,7 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.errors import REASON_BAD_REQUEST, REASON_TOO_LARGE, REASON_UNSUPPORTED
+from handlers.errors import REASON_BAD_REQUEST, REASON_TOO_LARGE, REASON_UNSUPPORTED, InputError
+from handlers.settings import DetectorSettings
 from scripts.demo.backend import Backend, error_body
 
 __all__ = ["ACCEPTED_TYPES", "BACKEND", "CONFIG", "STATIC", "DemoConfig", "build_app", "is_loopback"]
@@ -156,23 +159,36 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def _query(request: web.Request, config: DemoConfig) -> tuple[str, str | None, float | None]:
-    """model, version, threshold from the query string; ValueError with the fix otherwise."""
+def _query(request: web.Request, config: DemoConfig) -> tuple[str, str | None, dict[str, Any]]:
+    """model, version and TorchServe settings from the query string; ValueError with the fix otherwise.
+
+    The settings are those asked for, e.g. {"score_threshold": 0.5, "small_faces": True}; one left
+    out (or empty) is not sent, so the model's own default applies.
+    """
     model = request.query.get("model", config.default_model)
     version = request.query.get("version") or None
     for what, value in (("model", model), ("version", version)):
         if value is not None and not NAME.match(value):
             raise ValueError(f"{what}={value!r} is not a {what} name (letters, digits, '_', '.', '-')")
+    settings: dict[str, Any] = {}
     threshold = request.query.get("threshold")
-    if threshold is None or threshold == "":
-        return model, version, None
-    try:
-        value = float(threshold)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also false for nan
-        raise ValueError(f"threshold must be a number between 0 and 1, got {threshold!r}")
-    return model, version, value
+    if threshold:
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:  # also false for nan
+            raise ValueError(f"threshold must be a number between 0 and 1, got {threshold!r}")
+        settings["score_threshold"] = value
+    small_faces = request.query.get("small_faces")
+    if small_faces:
+        try:  # the handlers' own reading of a flag: true|false (also 1|0, yes|no, on|off)
+            settings["small_faces"] = (
+                DetectorSettings().with_overrides({"small_faces": small_faces}).small_faces
+            )
+        except InputError as err:
+            raise ValueError(err.message) from None
+    return model, version, settings
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -197,7 +213,7 @@ async def _frame(request: web.Request) -> web.Response:
             f"frame as {', '.join(ACCEPTED_TYPES)} (the page sends image/jpeg)",
         )  # fmt: skip
     try:
-        model, version, threshold = _query(request, config)
+        model, version, settings = _query(request, config)
     except ValueError as err:
         return _error(400, REASON_BAD_REQUEST, str(err))
     in_flight: Counter = request.app[IN_FLIGHT]
@@ -222,7 +238,7 @@ async def _frame(request: web.Request) -> web.Response:
                 415, REASON_UNSUPPORTED, f"the body is not a recognised image ({content_type} was declared): "
                 "send JPEG, PNG, BMP or WebP bytes",
             )  # fmt: skip
-        status, reply = await request.app[BACKEND].detect(body, model, version, threshold)
+        status, reply = await request.app[BACKEND].detect(body, model, version, settings)
         return web.json_response(reply, status=status)
     finally:
         in_flight[key] -= 1

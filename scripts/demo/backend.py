@@ -131,8 +131,11 @@ class Backend:
     async def _run(self, fn: Any, *args: Any) -> Reply:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    async def detect(self, image: bytes, model: str, version: str | None, threshold: float | None) -> Reply:
-        return await self._run(self._detect, image, model, version, threshold)
+    async def detect(
+        self, image: bytes, model: str, version: str | None, settings: dict[str, Any] | None = None
+    ) -> Reply:
+        """One frame; ``settings`` ({"score_threshold": 0.5, "small_faces": True}) travel as X-<Setting>."""
+        return await self._run(self._detect, image, model, version, settings or {})
 
     async def models(self) -> Reply:
         return await self._run(self._models)
@@ -140,11 +143,11 @@ class Backend:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _detect(self, image: bytes, model: str, version: str | None, threshold: float | None) -> Reply:
+    def _detect(self, image: bytes, model: str, version: str | None, settings: dict[str, Any]) -> Reply:
         detection, _ = self._clients()
-        settings = {} if threshold is None else {"score_threshold": threshold}
+        headers = {k: str(v).lower() if isinstance(v, bool) else v for k, v in settings.items()}  # true|false
         try:
-            return _from_response(detection.detect_raw(image, model, version, **settings))
+            return _from_response(detection.detect_raw(image, model, version, **headers))
         except ClientError as err:
             return _failure(err)
 

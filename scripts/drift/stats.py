@@ -32,6 +32,21 @@ from scipy import stats
 
 from handlers.features import INPUT_FEATURES, OUTPUT_FEATURES
 
+__all__ = [
+    "FEATURES",
+    "FINE_BINS",
+    "PROFILE_FORMAT",
+    "PSI_BINS",
+    "FeatureDrift",
+    "FeatureHistogram",
+    "Profile",
+    "compare",
+    "histogram_from_values",
+    "ks_from_counts",
+    "psi",
+    "samples_from_records",
+]
+
 FINE_BINS = 20  # reference-quantile bins kept in a profile (KS resolution)
 PSI_BINS = 10  # bins PSI is computed on
 PROFILE_FORMAT = 1

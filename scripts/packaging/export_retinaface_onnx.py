@@ -19,6 +19,8 @@ import torch
 
 from handlers.retinaface import RetinaFace
 
+__all__ = ["OPSET", "export", "main"]
+
 OPSET = 17
 
 

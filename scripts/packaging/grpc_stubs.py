@@ -22,6 +22,19 @@ from pathlib import Path
 
 from scripts.paths import REPO
 
+__all__ = [
+    "OUT",
+    "PACKAGE",
+    "PROTOS",
+    "ensure",
+    "generate",
+    "include_dirs",
+    "is_stale",
+    "jar_path",
+    "main",
+    "stub_files",
+]
+
 OUT = REPO / "build" / "grpc"
 PACKAGE = "torchserve_grpc"
 PROTOS = ("inference", "management")

@@ -19,6 +19,21 @@ import numpy as np
 from handlers.schema import Detection, DetectionResult
 from scripts.client import DetectionClient, Endpoints, TokenStore
 
+__all__ = [
+    "MIN_SIDE",
+    "TRANSPORTS",
+    "EncodeOptions",
+    "GrpcTransport",
+    "ModelOptions",
+    "RestTransport",
+    "Transport",
+    "encode_frame",
+    "make_transport",
+    "parse_resize",
+    "scale_result",
+    "target_size",
+]
+
 TRANSPORTS = ("rest", "grpc")
 MIN_SIDE = 8  # pixels; the detector's smallest stride is 8
 

@@ -1,7 +1,8 @@
 """Batch scoring end to end against a real TorchServe (the session ``server``) and in-process.
 
 Real public images, a truncated JPEG, a text file and an empty file; a run SIGKILLed midway and
-resumed; server and in-process modes compared; date ranges; overlapping runs refused.
+resumed; server and in-process modes compared; date ranges; overlapping runs refused; detector
+settings sent with every request and kept for the output.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.support.images import (
     encode,
     grace_hopper_bytes,
     iou,
+    tiny_faces_jpeg,
 )
 from tests.support.servers import Server
 
@@ -306,3 +308,38 @@ def test_the_version_answered_is_kept_for_the_output(server: Server, folder: Pat
 
     other = batch(folder, "-o", output, "--model", "face_detector", "--version", "1.0", *server_args(server))
     assert other.returncode == Exit.USAGE and "--version 2.0" in other.stderr
+
+
+def test_detector_settings_reach_every_request_and_stay_with_the_output(
+    server: Server, tmp_path: Path
+) -> None:
+    """--small-faces and --score-threshold go with every request (server) and into every request
+    dict (in-process); the journal records them and a rerun with other settings is refused."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "tiny.jpg").write_bytes(tiny_faces_jpeg(12))  # faces 12 px wide: found only with tiles
+    (root / "grace_hopper.jpg").write_bytes(grace_hopper_bytes())
+    plain, tiled, local = tmp_path / "plain.jsonl", tmp_path / "tiled.jsonl", tmp_path / "local.jsonl"
+    settings = ["--small-faces", "--score-threshold", "0.95"]
+    assert batch(root, "-o", plain, *MODEL, *server_args(server)).returncode == 0
+    run = batch(root, "-o", tiled, *MODEL, *server_args(server), *settings)
+    assert run.returncode == 0, run.stderr
+    without, with_settings = rows(plain), rows(tiled)
+    assert without["tiny.jpg"]["result"]["detections"] == []
+    assert with_settings["tiny.jpg"]["result"]["detections"], "small_faces did not reach the server"
+    for row in with_settings.values():
+        assert all(d["score"] >= 0.95 for d in row["result"]["detections"])
+    assert iou(with_settings["grace_hopper.jpg"]["result"]["detections"][0]["box"], GRACE_HOPPER_FACE) > 0.5
+    header = json.loads(tiled.with_name(f".{tiled.name}.journal").read_text().splitlines()[0])
+    assert header["settings"] == {"small_faces": True, "score_threshold": 0.95}
+
+    other = batch(root, "-o", tiled, *MODEL, *server_args(server))  # the same output without them
+    assert other.returncode == Exit.USAGE
+    assert "--score-threshold 0.95 --small-faces" in other.stderr and "no setting options" in other.stderr
+    same = batch(root, "-o", tiled, *MODEL, *server_args(server), *settings)
+    assert same.returncode == 0 and "scored now      : 0" in same.stdout, same.stderr
+
+    run = batch(root, "-o", local, *MODEL, "--mode", "inprocess", "--device", "cpu", *settings)
+    assert run.returncode == 0, run.stderr
+    for name, row in rows(local).items():
+        assert row["result"]["detections"] == with_settings[name]["result"]["detections"], name

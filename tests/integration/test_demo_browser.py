@@ -37,7 +37,7 @@ from scripts.demo.harness import (
 from scripts.paths import REPO
 from scripts.server import free_ports, start, wait_ready
 from tests.support.browser import FrameFinder, drawn_boxes, faces_found, overlay_mask
-from tests.support.images import GRACE_HOPPER_FACE, TRUNCATED_JPEG, grace_hopper_bytes, iou
+from tests.support.images import GRACE_HOPPER_FACE, TRUNCATED_JPEG, grace_hopper_bytes, iou, tiny_faces_jpeg
 from tests.support.servers import STARTUP_TIMEOUT_S, Server, launch, shutdown
 
 ARTEFACTS = REPO / "build" / "demo"
@@ -102,6 +102,7 @@ BAD_FRAMES = {
     "too large": (b"\xff\xd8\xff" + bytes(4 * 1024 * 1024), JPEG, {}, 413, "too_large", "larger than"),
     "threshold above 1": (grace_hopper_bytes(), JPEG, {"threshold": "2"}, 400, BAD, "threshold"),
     "threshold not a number": (grace_hopper_bytes(), JPEG, {"threshold": "x"}, 400, BAD, "threshold"),
+    "small_faces=maybe": (grace_hopper_bytes(), JPEG, {"small_faces": "maybe"}, 400, BAD, "true or false"),
     "model name with a slash": (grace_hopper_bytes(), JPEG, {"model": "../x"}, 400, BAD, "model="),
 }
 
@@ -323,6 +324,33 @@ def test_version_selector_switches_the_served_version(page) -> None:
     page.select_option("#model", "face_detector\t2.0")
     wait_for(page, "() => window.demoState.version === '2.0' && window.demoState.lastDetections.length", 60)
     assert page.locator("#served").inner_text().strip() == "face_detector 2.0"
+
+
+def test_small_faces_box_is_sent_with_every_frame_and_reaches_torchserve(page, app, ts: Server) -> None:
+    """The page puts the box's state on every frame it sends (small_faces=true|false), and the app
+    passes it to TorchServe: on faces 12 px wide the app's answer is TorchServe's own answer to
+    X-Small-Faces (three faces with it, none without)."""
+
+    def frame_with(flag: str):
+        return lambda request: "/api/frame?" in request.url and f"small_faces={flag}" in request.url
+
+    with page.expect_request(frame_with("true"), timeout=30_000):
+        page.check("#small-faces")
+    assert demo_state(page)["smallFaces"] is True
+    wait_for(page, "() => window.demoState.lastDetections.length", timeout=60)  # tiled answers drawn
+    with page.expect_request(frame_with("false"), timeout=60_000):
+        page.uncheck("#small-faces")
+    assert demo_state(page)["smallFaces"] is False
+
+    tiny = tiny_faces_jpeg(12)
+    found = {}
+    for flag in ("true", "false"):
+        through = post_frame(app, tiny, small_faces=flag)
+        direct = ts.client().detect_raw(tiny, small_faces=flag)
+        assert through.status_code == direct.status_code == 200, through.text
+        assert through.json()["detections"] == direct.json()["detections"]
+        found[flag] = len(through.json()["detections"])
+    assert found == {"true": 3, "false": 0}, found
 
 
 def test_server_outage_is_shown_and_the_page_recovers(page, ts: Server) -> None:

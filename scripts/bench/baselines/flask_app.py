@@ -13,6 +13,8 @@ from flask import Flask, Response, request
 from handlers.errors import InputError
 from scripts.inprocess import ArchivedModel
 
+__all__ = ["create_app", "main"]
+
 
 def create_app(archive: str) -> Flask:
     pipeline = ArchivedModel(archive)

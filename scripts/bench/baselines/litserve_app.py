@@ -16,6 +16,8 @@ from fastapi import Response
 from handlers.errors import InputError
 from scripts.inprocess import ArchivedModel
 
+__all__ = ["DetectionAPI", "main"]
+
 
 class DetectionAPI(ls.LitAPI):
     def __init__(self, archive: str, **kwargs) -> None:

@@ -33,6 +33,7 @@ const state = {
   latencyP50Ms: null,
   model: null,
   version: null,
+  smallFaces: false, // the "Small faces" box: sent with every frame as small_faces=true|false
   lastDetections: [], // [{label, score, box: [x1, y1, x2, y2]}] in video pixels
   error: null, // null or a readable message
 };
@@ -57,7 +58,8 @@ let retryAt = 0; // no frame is sent before this time (after a failure)
 let seq = 0;
 let shownSeq = 0; // the frame whose answer the overlay shows; older answers are not drawn
 let shown = []; // the answer drawn: detections with landmarks, in video pixels, before the threshold
-let selected = { model: null, version: null }; // what the selector asks for; demoState says what answered
+let selected = { model: null, version: null, smallFaces: false }; // what the panel asks for; demoState
+// says what answered (a new object on every change: answers to an earlier choice are not drawn)
 const latencies = [];
 const processedAt = [];
 const problems = { camera: null, server: null };
@@ -100,7 +102,7 @@ async function loadConfig() {
     if (!response.ok) throw new Error(explain(response.status, body));
     maxInFlight = body.maxInFlight;
     defaultModel = body.defaultModel;
-    selected = { model: defaultModel, version: null }; // the default version until the list is in
+    selected = { ...selected, model: defaultModel, version: null }; // default version until the list is in
     state.model = defaultModel;
     $("inflight").max = String(maxInFlight);
     $("inflight").value = String(maxInFlight);
@@ -154,10 +156,17 @@ function fillModels(models) {
 
 function choose() {
   const [model, version] = $("model").value.split("\t");
-  selected = { model, version: version || null }; // a new object: answers to the old one are not drawn
+  selected = { ...selected, model, version: version || null }; // new object: old answers are not drawn
   state.model = model;
   state.version = selected.version;
   shown = [];
+  draw();
+}
+
+function chooseSmallFaces() {
+  selected = { ...selected, smallFaces: $("small-faces").checked }; // a new object, as in choose()
+  state.smallFaces = selected.smallFaces;
+  shown = []; // boxes found with the other setting would mislead until the first new answer
   draw();
 }
 
@@ -185,7 +194,9 @@ async function send(capturedAt) {
     const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
     const encoded = performance.now();
     stages.encodeMs = encoded - started;
-    const query = new URLSearchParams({ model: asked.model || defaultModel, threshold: threshold() });
+    const query = new URLSearchParams({
+      model: asked.model || defaultModel, threshold: threshold(), small_faces: String(asked.smallFaces),
+    });
     if (asked.version) query.set("version", asked.version);
     let response;
     try {
@@ -363,6 +374,7 @@ function render() {
 }
 
 $("model").addEventListener("change", choose);
+$("small-faces").addEventListener("change", chooseSmallFaces);
 $("live").addEventListener("change", () => { still.hidden = $("live").checked || !shown.length; });
 $("threshold").addEventListener("input", () => {
   $("threshold-value").textContent = threshold();
@@ -371,6 +383,7 @@ $("threshold").addEventListener("input", () => {
 
 async function main() {
   setInterval(render, 250);
+  chooseSmallFaces(); // a reload may have kept the box ticked
   const configured = await loadConfig();
   startCamera();
   if (!configured) {

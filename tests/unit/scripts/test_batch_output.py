@@ -181,6 +181,43 @@ def test_journal_refuses_rows_of_another_model(tmp_path) -> None:
         Journal(path, {"model": "other", "version": "1"}).open()
 
 
+TILED = {"small_faces": True}
+STRICT = {"score_threshold": 0.8}
+
+
+@pytest.mark.parametrize(
+    ("first", "now", "refused"),
+    [
+        ({}, {}, None),  # the model's defaults both times
+        (TILED, TILED, None),
+        ({**TILED, **STRICT}, {**STRICT, **TILED}, None),  # order does not matter
+        (None, {}, None),  # a journal written before settings were recorded: the defaults
+        ({}, TILED, "scored with no setting options.*asks for --small-faces"),
+        (TILED, {}, "scored with --small-faces.*asks for no setting options"),
+        (TILED, {"small_faces": False}, "asks for --no-small-faces"),
+        (STRICT, {"score_threshold": 0.5}, "--score-threshold 0.8.*--score-threshold 0.5"),
+    ],
+)
+def test_journal_refuses_a_run_with_other_settings(tmp_path, first, now, refused) -> None:
+    path = tmp_path / ".out.journal"
+    if first is None:
+        path.write_text(
+            json.dumps({"journal": "batch_score", "format": 1, "model": "m", "version": None}) + "\n"
+        )
+    else:
+        journal = Journal(path, {"model": "m", "version": None, "settings": first})
+        journal.open()
+        journal.append(OK)
+        journal.close()
+    again = Journal(path, {"model": "m", "version": None, "settings": now})
+    if refused is None:
+        assert set(again.open()) == ({OK.path} if first is not None else set())
+        again.close()
+    else:
+        with pytest.raises(JournalMismatch, match=refused):
+            again.open()
+
+
 @pytest.mark.parametrize(
     ("asked_first", "rows", "asked_now", "pinned"),
     [

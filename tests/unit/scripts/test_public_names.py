@@ -13,31 +13,13 @@ import pytest
 
 from scripts.paths import REPO
 
-REQUIRED = [
-    "scripts/__init__.py",
-    "scripts/batch/__init__.py",
-    "scripts/bench/__init__.py",
-    "scripts/bench/baselines/__init__.py",
-    "scripts/drift/__init__.py",
-    "scripts/packaging/__init__.py",
-    "scripts/stream/__init__.py",
-    "scripts/bench/cli.py",
-    "scripts/bench/load.py",
-    "scripts/bench/soak.py",
-    "scripts/client.py",
-    "scripts/config.py",
-    "scripts/drift/images.py",
-    "scripts/grpc_client.py",
-    "scripts/latency.py",
-    "scripts/paths.py",
-    "scripts/samples.py",
-    "scripts/server.py",
-    "scripts/stream/core.py",
-    "scripts/stream/frames.py",
-    "scripts/stream/synthetic.py",
-    "scripts/versions.py",
-    "tests/support/images.py",
-]
+# Every module of the library, the tools and the handlers, but a package's ``python -m`` entry.
+REQUIRED = sorted(
+    str(path.relative_to(REPO))
+    for root in ("scripts", "handlers")
+    for path in (REPO / root).rglob("*.py")
+    if path.name != "__main__.py"
+) + ["tests/support/images.py"]
 DECLARING = sorted(
     str(path.relative_to(REPO))
     for root in ("scripts", "handlers", "tests/support")
