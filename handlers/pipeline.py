@@ -47,8 +47,9 @@ class Detector(ABC):
     @abstractmethod
     def preprocess(self, image: np.ndarray | torch.Tensor, settings: DetectorSettings) -> Any:
         """RGB uint8 -> whatever ``infer`` consumes for this image. ``image`` is a numpy (H, W, 3)
-        array, or a (3, H, W) tensor already on the device when the pipeline decodes JPEGs with
-        torchvision (``tensor_decode_device``); a detector that cannot take tensors leaves that off."""
+        array, or a (3, H, W) uint8 tensor on ``tensor_decode_device`` when the pipeline decodes with
+        torchvision: then every image of the batch arrives that way, host-decoded ones included.
+        Every family takes both (tests/unit/handlers/test_decode_families.py)."""
 
     @abstractmethod
     def infer(self, prepared: list[Any]) -> list[Any]:
