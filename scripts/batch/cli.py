@@ -27,14 +27,8 @@ from pathlib import Path
 from string import Formatter
 from typing import IO
 
-from scripts.batch.output import (
-    WRITERS,
-    Journal,
-    JournalMismatch,
-    Row,
-    atomic_write,
-    format_for,
-)
+from scripts.batch.formats import WRITERS, atomic_write, format_for
+from scripts.batch.output import Journal, JournalMismatch, Row
 from scripts.batch.progress import Progress, summary
 from scripts.batch.scorers import (
     FatalRunError,

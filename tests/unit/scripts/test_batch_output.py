@@ -9,13 +9,8 @@ import json
 import pytest
 
 from handlers.schema import Detection, DetectionResult
-from scripts.batch.output import (
+from scripts.batch.formats import (
     WRITERS,
-    Done,
-    ErrorInfo,
-    Journal,
-    JournalMismatch,
-    Row,
     atomic_write,
     coco_categories,
     format_for,
@@ -23,6 +18,7 @@ from scripts.batch.output import (
     write_csv,
     write_jsonl,
 )
+from scripts.batch.output import Done, ErrorInfo, Journal, JournalMismatch, Row
 
 FACE = Detection("face", 0.99876, (177.7, 106.53, 353.88, 327.7), [(219.0, 187.5)] * 5)
 CAR = Detection("car", 0.8, (0.0, 0.0, 10.0, 20.0), class_id=2)
