@@ -27,12 +27,18 @@ $(STAMP): requirements.txt requirements-client.txt requirements-dev.txt | gui-li
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.5.3
 	touch $(STAMP)
 
+# Debian packages installed with apt when a check fails, the one way every target here installs a
+# program: $(call apt_install,<shell check>,<packages>,<what needs them>). sudo when not root.
+SUDO := $$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo)
+define apt_install
+	@{ $(1); } >/dev/null 2>&1 || { \
+	  echo "$(3): installing $(2) with apt"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(2) >/dev/null \
+	  || { echo "could not install them: run 'apt-get install $(2)' as root"; exit 1; }; }
+endef
+
 java:
-	@command -v java >/dev/null 2>&1 || { \
-	  echo "Java 17 not found; installing openjdk-17-jre-headless with apt"; \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null \
-	  || { echo "could not install Java 17: run 'apt-get install openjdk-17-jre-headless' as root"; exit 1; }; }
+	$(call apt_install,command -v java,openjdk-17-jre-headless,Java 17 for TorchServe)
 	@java -version 2>&1 | head -1
 
 # System libraries that opencv-python's cv2 and its Qt window load (ldd of cv2/*.so and the Qt xcb
@@ -46,8 +52,7 @@ gui-libs:
 	  $$(command -v ldconfig || echo /sbin/ldconfig) -p | grep -q "[[:space:]]$$lib " || echo $$lib; done); \
 	[ -z "$$missing" ] || { \
 	  echo "OpenCV's window needs $$(echo $$missing); installing $(GUI_PACKAGES) with apt"; \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(GUI_PACKAGES) >/dev/null \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(GUI_PACKAGES) >/dev/null \
 	  || { echo "could not install them: run 'apt-get install $(GUI_PACKAGES)' as root"; exit 1; }; }
 
 build/retinaface_mobile0.25.pt: $(STAMP) handlers/retinaface.py scripts/packaging/convert_retinaface.py
@@ -73,28 +78,13 @@ status:
 # (tests/integration/test_stream_window.py: a real window, keys pressed, screenshots); nginx and
 # envsubst for the Kubernetes auth proxy run for real (tests/integration/test_auth_proxy.py).
 test-tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "promtool not found; installing Debian's prometheus with apt"; \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null \
-	  || { echo "could not install prometheus: run 'apt-get install prometheus' as root"; exit 1; }; }
-	@promtool --version 2>&1 | head -1
-	@{ test -x /usr/bin/chromium && command -v Xvfb >/dev/null 2>&1; } || { \
-	  echo "chromium or Xvfb not found; installing Debian's chromium and xvfb with apt"; \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium xvfb >/dev/null \
-	  || { echo "could not install chromium: run 'apt-get install chromium xvfb' as root"; exit 1; }; }
-	@/usr/bin/chromium --version 2>/dev/null | head -1
-	@{ command -v Xvfb && command -v xwininfo && command -v xdotool && command -v import; } >/dev/null 2>&1 || { \
-	  echo "Xvfb, xwininfo, xdotool or import not found; installing xvfb x11-utils xdotool imagemagick with apt"; \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq xvfb x11-utils xdotool imagemagick >/dev/null \
-	  || { echo "could not install them: run 'apt-get install xvfb x11-utils xdotool imagemagick' as root"; exit 1; }; }
-	@{ test -x /usr/sbin/nginx && command -v envsubst; } >/dev/null 2>&1 || { \
-	  echo "nginx or envsubst not found; installing Debian's nginx and gettext-base with apt"; \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx gettext-base >/dev/null \
-	  || { echo "could not install nginx: run 'apt-get install nginx gettext-base' as root"; exit 1; }; }
+	$(call apt_install,command -v promtool && command -v prometheus,prometheus,monitoring tests)
+	$(call apt_install,test -x /usr/bin/chromium,chromium,browser demo tests)
+	$(call apt_install,command -v Xvfb && command -v xwininfo && command -v xdotool && command -v import,\
+	  xvfb x11-utils xdotool imagemagick,window and browser tests)
+	$(call apt_install,test -x /usr/sbin/nginx && command -v envsubst,nginx gettext-base,auth proxy tests)
+	$(call apt_install,[ "$$(id -u)" != 0 ] || { command -v dockerd && command -v debootstrap; },\
+	  docker.io debootstrap,container tests (as root))
 
 # The KServe wrapper's own venv (requirements-kserve.txt: kserve pins psutil<6 and protobuf<7, so it
 # cannot share .venv); tests/integration/test_container_configs.py runs the wrapper with it.
@@ -226,9 +216,7 @@ TORCH_INDEX_URL ?=
 GPU ?=
 .PHONY: base-image image image-kserve image-test
 base-image:
-	@command -v debootstrap >/dev/null 2>&1 || { \
-	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq debootstrap >/dev/null; }
+	$(call apt_install,command -v debootstrap,debootstrap,a base image without a registry)
 	rm -rf build/base-rootfs
 	debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
 	  bookworm build/base-rootfs $(DEBIAN_MIRROR)
