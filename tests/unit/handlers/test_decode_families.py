@@ -111,3 +111,26 @@ def test_only_families_whose_config_allows_it_get_the_tensor_path_when_served():
     assert tensor_decode_device(cuda, MTCNNConfig()) is None
     assert tensor_decode_device(cuda, ObjectDetectorConfig(architecture=SSD)) is None
     assert tensor_decode_device(cpu, RetinaFaceConfig()) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["mtcnn", "retinaface", SSD])
+def test_gpu_tensor_path_of_every_family_matches_the_cpu_host_path(family, object_weights):
+    def build(device: str) -> Detector:
+        if family == SSD:
+            config = ObjectDetectorConfig.from_section({"architecture": SSD}).model()
+            return TorchvisionDetector(config, object_weights[SSD], device)
+        if family == "mtcnn":
+            return MTCNNDetector(ARCHIVES["face_detector-1.0"].weights, device)
+        return RetinaFaceDetector(ARCHIVES["face_detector-2.0"].weights, device)
+
+    defaults = OBJECT_SETTINGS if family == SSD else DetectorSettings()
+    cpu = DetectionPipeline(build("cpu"), "m", "1", defaults=defaults)
+    gpu = DetectionPipeline(build("cuda"), "m", "1", defaults=defaults, tensor_decode_device="cuda")
+    image = astronaut()
+    bodies = [astronaut_jpeg(1024), encode(image, "PNG"), encode(image)]  # mixed formats, one batch
+    for a, b in zip(cpu.process([{"body": x} for x in bodies]), gpu.process([{"body": x} for x in bodies])):
+        assert not isinstance(b, InputError) and len(b.detections) >= 1
+        x, y = a.detections[0], b.detections[0]
+        assert x.label == y.label and abs(x.score - y.score) <= 0.05 and iou(x.box, y.box) >= 0.85

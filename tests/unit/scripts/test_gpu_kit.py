@@ -18,7 +18,7 @@ def test_gpu_config_merges_over_the_cpu_config_and_validates():
     merged = merged_config(base, GPU_CONFIG)
     cpu = yaml.safe_load(base.read_text())
     assert (merged["minWorkers"], merged["maxWorkers"], merged["deviceType"]) == (1, 1, "gpu")
-    assert merged["batchSize"] > cpu["batchSize"] and merged["maxBatchDelay"] <= cpu["maxBatchDelay"]
+    assert merged["batchSize"] > cpu["batchSize"] and merged["maxBatchDelay"] == 2
     # Keys the GPU file does not name keep the CPU config's values, in the handler section too.
     assert merged["handler"]["score_threshold"] == cpu["handler"]["score_threshold"]
     assert merged["handler"]["gpu_jpeg_decode"] is True
