@@ -8,6 +8,12 @@ handle(data, context): one outcome per request, same length as ``data``; a bad r
                      A device failure is a server fault, never a 4xx: out of memory -> TorchServe's
                      507 for the batch; a broken CUDA context -> the worker exits (status 70) and
                      TorchServe answers 500 and starts a new one.
+
+Under TorchServe's KServe envelope (``service_envelope=kserve``, the kserve container target) the
+envelope hands ``handle`` the ``instances`` list of ONE request instead of one dict per request, and
+wraps what it returns as ``{"predictions": [...]}``: there the handler answers one object per instance
+(results and per-instance error objects alike), reads headers and sets the status of request 0 only
+(the one real request), and answers 4xx only when no instance succeeded (docs/deployment.md, KServe).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +35,17 @@ from handlers.pipeline import DetectionPipeline, Detector
 from handlers.settings import SETTING_NAMES
 from handlers.tensor_decode import is_broken_context, is_device_fault
 
+try:  # only to recognise the caller; the handlers run without TorchServe in tests and in-process
+    from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+except ImportError:  # pragma: no cover - TorchServe is installed wherever a worker runs
+    KServeEnvelope = None
+
 __all__ = [
     "EXIT_DEVICE_FAULT",
     "SETTING_HEADERS",
     "DetectionHandler",
     "configure_threads",
+    "called_by_kserve_envelope",
     "header_overrides",
     "select_device",
     "tensor_decode_device",
@@ -55,6 +68,17 @@ def header_overrides(headers: dict[str, Any]) -> dict[str, Any]:
         if name is not None:
             found[name] = value
     return found
+
+
+def called_by_kserve_envelope(depth: int = 2) -> bool:
+    """Whether the function calling this one was called by TorchServe's KServe envelope (``depth``:
+    frames up from here to that caller, 2 from ``handle``). TorchServe tells a handler nothing about
+    the envelope: it wraps the handler's ``handle`` in ``KServeEnvelope(handle).handle``
+    (ts/model_loader.py), whose frame is then the caller."""
+    if KServeEnvelope is None:
+        return False
+    caller = sys._getframe(depth)
+    return isinstance(caller.f_locals.get("self"), KServeEnvelope)
 
 
 def select_device(gpu_id: int | str | None) -> torch.device:
@@ -125,14 +149,64 @@ class DetectionHandler:
         )
         self.initialized = True
 
-    def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[str] | list[dict[str, Any]]:
+        if called_by_kserve_envelope():
+            return self.handle_instances(data, context)
         requests = [
             {**header_overrides(context.get_all_request_header(idx)), **item} for idx, item in enumerate(data)
         ]
+        outcomes = self._process(requests)
         responses = []
-        rejected = 0
+        for idx, outcome in enumerate(outcomes):
+            if isinstance(outcome, InputError):
+                context.set_response_status(outcome.status, outcome.message, idx)
+            # Compact JSON string: TorchServe would otherwise pretty-print dicts with indent=2.
+            responses.append(json.dumps(outcome.to_json(), separators=(",", ":")))
+            context.set_response_content_type(idx, "application/json")
+        self._log_and_record(outcomes)
+        return responses
+
+    def handle_instances(self, instances: Any, context: Any) -> list[dict[str, Any]]:
+        """KServe v1: ``instances`` (N items) of the one request at index 0 -> N objects, same order.
+
+        An instance is what a request dict is on the bare API, e.g. ``{"data": {"image": "<base64>",
+        "score_threshold": 0.8}}``; the request's setting headers apply to every instance, an
+        instance's own fields win. One bad instance gets its error object in its place and the rest
+        succeed (status 200); only when none succeeds does the request get the first error's status.
+        """
+        if not isinstance(instances, list) or not instances:
+            error = InputError(
+                'KServe v1 body needs "instances": a non-empty list like [{"data": {"image": "<base64>"}}]'
+            )
+            context.set_response_status(error.status, error.message, 0)
+            return [error.to_json()]
+        shared = header_overrides(context.get_all_request_header(0))  # the one real request
+        outcomes: list[Any] = [None] * len(instances)
+        requests, positions = [], []
+        for pos, instance in enumerate(instances):
+            if isinstance(instance, dict):
+                requests.append({**shared, **instance})
+                positions.append(pos)
+            else:
+                outcomes[pos] = InputError(
+                    f"instance {pos} is a {type(instance).__name__}; each instance is an object like "
+                    '{"data": {"image": "<base64>"}}'
+                )
+        for pos, outcome in zip(positions, self._process(requests) if requests else []):
+            outcomes[pos] = outcome
+        errors = [o for o in outcomes if isinstance(o, InputError)]
+        if len(errors) == len(outcomes):
+            context.set_response_status(errors[0].status, errors[0].message, 0)
+        context.set_response_content_type(0, "application/json")
+        self._log_and_record(outcomes)
+        # Objects, not JSON strings: the envelope puts them in {"predictions": [...]} and TorchServe
+        # serialises that whole response once.
+        return [outcome.to_json() for outcome in outcomes]
+
+    def _process(self, requests: list[dict[str, Any]]) -> list[Any]:
+        """The pipeline's outcomes; a device fault is handled here (module docstring)."""
         try:
-            outcomes = self.pipeline.process(requests)
+            return self.pipeline.process(requests)
         except Exception as err:
             if is_device_fault(err) and is_broken_context(err):
                 # Every later call on this CUDA context would fail too: leave, so that TorchServe
@@ -143,15 +217,10 @@ class DetectionHandler:
             # Out of memory and other server faults: TorchServe answers the batch 507 (the message
             # names CUDA / MemoryError) or 503; the worker stays.
             raise
-        for idx, outcome in enumerate(outcomes):
-            if isinstance(outcome, InputError):
-                rejected += 1
-                context.set_response_status(outcome.status, outcome.message, idx)
-            # Compact JSON string: TorchServe would otherwise pretty-print dicts with indent=2.
-            responses.append(json.dumps(outcome.to_json(), separators=(",", ":")))
-            context.set_response_content_type(idx, "application/json")
+
+    def _log_and_record(self, outcomes: list[Any]) -> None:
+        rejected = sum(isinstance(o, InputError) for o in outcomes)
         # One line per handle() call: shows how dynamic batching behaves under real traffic.
-        log.info("batch of %d: %d ok, %d rejected", len(data), len(data) - rejected, rejected)
+        log.info("batch of %d: %d ok, %d rejected", len(outcomes), len(outcomes) - rejected, rejected)
         if self.metrics is not None:
             self.metrics.record_batch(outcomes)
-        return responses

@@ -63,9 +63,8 @@ def test_target_serves_from_the_image_layout_in_an_empty_workdir(target, tmp_pat
         response = run.predict(encode(grace_hopper()))
         assert response.status_code == 200, f"{target}: {response.status_code} {response.text[:500]}"
         body = response.json()
-        result = body["predictions"][0] if "predictions" in body else body
-        if isinstance(result, str):  # KServe's envelope carries the handler's JSON as a string
-            result = json.loads(result)
+        result = body["predictions"][0] if "predictions" in body else body  # KServe: one object each
+        assert isinstance(result, dict), json.dumps(body)[:500]
         assert result["model"] == "face_detector" and len(result["detections"]) >= 1, json.dumps(body)[:500]
     finally:
         run.shutdown()
@@ -99,6 +98,45 @@ NO_KSERVE = (
 )
 
 
+def instance(image: bytes, **settings) -> dict:
+    return {"data": {"image": base64.b64encode(image).decode(), **settings}}
+
+
+def check_kserve_predictions(url: str) -> None:
+    """KServe v1 through the wrapper and TorchServe's envelope (docs/deployment.md, KServe)."""
+    good = encode(grace_hopper())
+    response = requests.post(url, json={"instances": [instance(good)]}, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    (result,) = response.json()["predictions"]
+    assert isinstance(result, dict), response.text[:500]  # an object, not the handler's JSON as a string
+    assert result["model"] == "face_detector" and len(result["detections"]) >= 1
+    top = max(d["score"] for d in result["detections"])
+
+    # Three instances, the middle one not an image: three entries in order, no 5xx.
+    body = {"instances": [instance(good), instance(b"not an image"), instance(good)]}
+    response = requests.post(url, json=body, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    first, bad, last = response.json()["predictions"]
+    assert first["detections"] and last["detections"], response.text[:500]
+    assert bad["code"] == 415 and bad["type"] == "unsupported_format" and bad["message"], bad
+
+    # Settings: the header reaches TorchServe through the wrapper; an instance's own field wins.
+    above, below = min(1.0, top + 0.005), top - 0.005
+    body = {"instances": [instance(good), instance(good, score_threshold=below)]}
+    response = requests.post(url, json=body, headers={"X-Score-Threshold": str(above)}, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    counts = [len(p["detections"]) for p in response.json()["predictions"]]
+    assert counts[0] == 0 and counts[1] >= 1, counts
+
+    # Nothing succeeds: kserve's 400 with the handler's message, not kserve's 500 for a predictor error.
+    body = {"instances": [instance(good, score_threshold=7)]}
+    response = requests.post(url, json=body, timeout=60)
+    assert response.status_code == 400 and "score_threshold=7 is outside" in response.json()["error"], (
+        response.status_code,
+        response.text[:500],
+    )
+
+
 def test_kserve_wrapper_forwards_and_follows_torchserve_workers(tmp_path):
     if not Path(KSERVE_PYTHON).is_file():
         pytest.fail(NO_KSERVE.format(KSERVE_PYTHON), pytrace=False)
@@ -122,12 +160,7 @@ def test_kserve_wrapper_forwards_and_follows_torchserve_workers(tmp_path):
             time.sleep(0.5)
         assert answer.json()["ready"] is True
 
-        body = {"instances": [{"data": {"image": base64.b64encode(encode(grace_hopper())).decode()}}]}
-        response = requests.post(f"{base}:predict", json=body, timeout=60)
-        assert response.status_code == 200, response.text[:500]
-        (prediction,) = response.json()["predictions"]
-        result = json.loads(prediction)  # the handler's JSON, as a string (docs/deployment.md, KServe)
-        assert result["model"] == "face_detector" and len(result["detections"]) >= 1
+        check_kserve_predictions(f"{base}:predict")
 
         run.shutdown()  # TorchServe gone: the wrapper's readiness must follow, not stay at its start value
         answer = get(base)

@@ -141,7 +141,8 @@ def test_metrics_scrape_has_frontend_and_handler_metrics(box):
 
 def test_every_process_runs_as_the_non_root_user(box):
     assert box.inspect()["Config"]["User"].split(":")[0] == str(NON_ROOT_UID)
-    top = docker("top", box.name, "-eo", "pid,uid,args").stdout.splitlines()[1:]
+    # -ww: without it ps cuts args at 80 columns, and a long pid pushes model_service_worker past it.
+    top = docker("top", box.name, "-ww", "-eo", "pid,uid,args").stdout.splitlines()[1:]
     assert top and all(line.split()[1] == str(NON_ROOT_UID) for line in top), top
     assert any("java" in line for line in top) and any("model_service_worker" in line for line in top)
     owner, mode = box.exec("stat", "-c", "%u %a", "/home/model-server/key_file.json").split()

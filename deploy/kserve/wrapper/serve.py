@@ -14,6 +14,12 @@ TorchServe's gRPC stubs, which a REST predictor whose models KServe already down
 
     CONFIG_PATH=/mnt/models/config/config.properties /opt/kserve-venv/bin/python serve.py [--http_port N]
 
+What travels: the request body as KServe received it (``{"instances": [...]}``), kserve's own
+forwarded headers and the handler's setting headers (FORWARDED_HEADERS: X-Score-Threshold, ...),
+which apply to every instance. TorchServe's answer comes back as is when it is 2xx; a 4xx (every
+instance of the request failed, or no ``instances`` list) becomes kserve's 400 ``{"error": message}``
+with the first instance's message, instead of the 500 kserve makes of any predictor error.
+
 Environment (the names of TorchServe's wrapper): CONFIG_PATH, PROTOCOL_VERSION, MODEL_LOAD_MAX_TRY
 (default 60), MODEL_LOAD_DELAY (s between tries, default 5), MODEL_LOAD_TIMEOUT (s per request, 5).
 """
@@ -27,11 +33,15 @@ import os
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
+import httpx
 from kserve import Model, ModelServer, PredictorConfig
-from settings import WrapperSettings, read_settings
+from kserve.errors import InvalidInput
+from kserve.model import append_forwardable_headers
+from settings import FORWARDED_HEADERS, WrapperSettings, read_settings
 
-__all__ = ["TorchServeModel", "main"]
+__all__ = ["TorchServeModel", "first_error_message", "main"]
 
 log = logging.getLogger("torchserve-kserve")
 
@@ -75,10 +85,43 @@ class TorchServeModel(Model):
         log.error("%s: workers not READY after %d tries, %.0f s apart", self.name, tries, delay)
         return False
 
+    async def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        """kserve's REST predict (Model._http_predict) plus the setting headers, and TorchServe's 4xx
+        as a 400 with its message. ``headers``: the incoming request's, lower-cased by Starlette."""
+        forwarded = append_forwardable_headers(headers, {"Content-Type": "application/json"})
+        forwarded.update({k: v for k, v in (headers or {}).items() if k.lower() in FORWARDED_HEADERS})
+        try:
+            return await self._http_client.infer(
+                self.predictor_config.predictor_base_url,
+                model_name=self.name,
+                data=payload,
+                headers=forwarded,
+                response_headers=response_headers,
+            )
+        except httpx.HTTPStatusError as err:
+            if 400 <= err.response.status_code < 500:
+                raise InvalidInput(first_error_message(err.response)) from None
+            raise
+
     async def healthy(self) -> bool:
         """Readiness of ``GET /v1/models/<name>``: TorchServe's workers now, not at start only."""
         self.ready = await asyncio.to_thread(self.workers_ready)
         return self.ready
+
+
+def first_error_message(response: httpx.Response) -> str:
+    """The message of TorchServe's 4xx: the first instance's error object under the KServe envelope
+    (``{"predictions": [{"code": 400, "type": ..., "message": ...}, ...]}``), else the body's text."""
+    try:
+        first = response.json()["predictions"][0]
+        return f"{first['message']} (instance 0, {first['type']})"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return response.text[:1000] or f"TorchServe answered {response.status_code}"
 
 
 def build_models(settings: WrapperSettings) -> list[TorchServeModel]:

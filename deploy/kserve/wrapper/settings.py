@@ -20,13 +20,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG_PATH", "PROTOCOLS", "WrapperSettings", "read_settings"]
+__all__ = ["DEFAULT_CONFIG_PATH", "FORWARDED_HEADERS", "PROTOCOLS", "WrapperSettings", "read_settings"]
 
 DEFAULT_CONFIG_PATH = "/mnt/models/config/config.properties"  # where KServe's runtime points TorchServe
 DEFAULT_ADDRESS = "http://127.0.0.1:8085"  # TorchServe's inference and management address under KServe
 # v1 only: the config sets service_envelope=kserve, TorchServe's envelope for KServe's v1 protocol.
 # (v2 needs the kservev2 envelope; grpc-v2 needs TorchServe's gRPC stubs. Neither is set up here.)
 PROTOCOLS = ("v1",)
+# Request headers the wrapper passes on to TorchServe besides kserve's own (x-request-id, x-b3-traceid,
+# authorization): the handler's per-request settings (handlers/ts_adapter.py SETTING_HEADERS; a unit
+# test keeps the two lists equal). They apply to every instance of the request; an instance's own
+# fields ({"data": {"image": ..., "score_threshold": 0.8}}) win.
+FORWARDED_HEADERS = (
+    "x-score-threshold",
+    "x-nms-iou",
+    "x-max-detections",
+    "x-inference-size",
+    "x-small-faces",
+)
 
 
 @dataclass(frozen=True)
