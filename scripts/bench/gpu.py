@@ -45,7 +45,7 @@ def measure(pipeline: DetectionPipeline, body: bytes, batch: int, seconds: float
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", default="1,8,32,64,128")
     parser.add_argument("--seconds", type=float, default=5.0)

@@ -198,7 +198,9 @@ def summary(folder: Path, cuda: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.gpu_checks", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("check", choices=["precision", "jpegs", "summary"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path)

@@ -251,7 +251,9 @@ def unpack(kit: Path, dest: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.gpu_kit", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     packer = commands.add_parser("pack", help="build the kit (here, with Java 17 and torchserve installed)")
     packer.add_argument("--out", type=Path, default=KIT)

@@ -217,7 +217,10 @@ def run_soak(
 def main(argv: list[str] | None = None) -> int:
     from scripts.server import launch, running_pid
 
-    parser = argparse.ArgumentParser(description="Soak TorchServe: long load + malformed requests + memory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.soak",
+        description="Soak TorchServe: long load + malformed requests + memory.",
+    )
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of measured load")
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds of load before measuring")
     parser.add_argument("--concurrency", type=int, default=8)

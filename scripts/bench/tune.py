@@ -112,7 +112,7 @@ def as_ratios(values: dict[str, float], baseline: str) -> dict[str, dict[str, fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--serving", action="store_true", help="also sweep TorchServe workers x threads")
     parser.add_argument("--out", type=Path)

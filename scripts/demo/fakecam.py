@@ -41,7 +41,9 @@ def write_y4m(clip: SyntheticClip, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the synthetic moving-faces clip as Y4M.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.demo.fakecam", description="Write the synthetic moving-faces clip as Y4M."
+    )
     parser.add_argument("out", type=Path, help="the .y4m file to write")
     parser.add_argument("--seconds", type=float, default=DEMO_CLIP.seconds)
     parser.add_argument("--fps", type=float, default=DEMO_CLIP.fps)

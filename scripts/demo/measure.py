@@ -163,7 +163,10 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Measure the browser demo with a fake 640x480 30 fps camera.")
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.demo.measure",
+        description="Measure the browser demo with a fake 640x480 30 fps camera.",
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds (default: 30)")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default: 5)")
     p.add_argument(

@@ -92,7 +92,9 @@ def generate(kind: str, count: int, seed: int = 0) -> Iterator[bytes]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a reproducible image set for drift checks.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.drift.images", description="Write a reproducible image set for drift checks."
+    )
     parser.add_argument("kind", choices=SETS)
     parser.add_argument("out", type=Path, help="folder for the JPEG files")
     parser.add_argument("--count", type=int, default=120)

@@ -232,7 +232,10 @@ def build_stale(store: Path, only: list[str] | None = None, force: bool = False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build model archives into the model store.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.build_archives",
+        description="Build model archives into the model store.",
+    )
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--only", choices=sorted(ARCHIVES), action="append", help="archive(s) to build")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")

@@ -181,7 +181,10 @@ def build_object_detector(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Archive a torchvision object detector from a weights file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.build_object_detector",
+        description="Archive a torchvision object detector from a weights file.",
+    )
     parser.add_argument("--architecture", required=True, choices=sorted(ARCHITECTURES))
     parser.add_argument("--weights", type=Path, help="state_dict file; default: torchvision's cache file")
     parser.add_argument("--labels", type=Path, help="one class name per line, background first; default COCO")

@@ -258,7 +258,10 @@ def healthcheck(config: Path, key_file: Path, live: bool = False) -> tuple[bool,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Container configs and readiness check.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.container_config",
+        description="Container configs and readiness check.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_render = sub.add_parser("render", help="write a config.properties for a container target")
     p_render.add_argument("--target", choices=TARGETS, required=True)

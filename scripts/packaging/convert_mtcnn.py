@@ -63,7 +63,9 @@ def convert(files: dict[str, Path]) -> dict[str, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.convert_mtcnn", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=Path("build/mtcnn.pt"))
     args = parser.parse_args(argv)
     state = convert(find_weight_files())

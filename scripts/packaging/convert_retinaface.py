@@ -94,7 +94,9 @@ def convert(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.convert_retinaface", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, required=True, help="where to write the state_dict (.pt)")
     args = parser.parse_args(argv)
     state = convert(find_onnx_bytes())

@@ -103,7 +103,10 @@ def ensure(out: Path = OUT, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Generate TorchServe gRPC stubs from the jar's protos.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.grpc_stubs",
+        description="Generate TorchServe gRPC stubs from the jar's protos.",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--force", action="store_true", help="regenerate even when up to date")
     args = parser.parse_args(argv)

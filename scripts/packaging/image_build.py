@@ -175,7 +175,9 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.packaging.image_build", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--target", choices=sorted(IMAGE_NAMES), default="runtime")
     parser.add_argument("--variant", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--base-image", default=DEFAULT_BASE)
