@@ -43,8 +43,9 @@ export function errorMessage(status, body, what) {
   const message = (body && body.message) || `HTTP ${status}`;
   switch (type) {
     case "server_unavailable":
-      return `TorchServe is not answering, so no detections: start it with "make serve". `
-        + `The page retries every second and resumes by itself. (${message})`;
+      // The app's message names the address and says to run `make serve`: not repeated here.
+      return `TorchServe is not answering, so no detections; the page retries every second and `
+        + `resumes by itself. ${message}`;
     case "model_not_ready":
       return `Model ${what} is not ready yet (loading, or no worker free). Waiting for it. (${message})`;
     case "token_error":
