@@ -98,7 +98,7 @@ def decode_probed(image: Image.Image) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
             return _to_rgb(image)
     except InputError:
         raise

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import Server, launch, shutdown
+from tests.support.servers import Server, launch, launch_variant, shutdown
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration")
@@ -31,5 +31,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     """The shared instance: config.properties as shipped, on free ports."""
     instance = launch(tmp_path_factory.mktemp("ts-main"))
+    yield instance
+    shutdown(instance)
+
+
+@pytest.fixture(scope="session")
+def batched_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """face_detector 2.0 with dynamic batching on one worker. The shipped CPU config hands each
+    request to handle() alone (batchSize 1, measured in its comments); the GPU config batches up to
+    64, and any user may raise it: batches are tested on this variant, built the way
+    ``scripts.bench --set`` builds one."""
+    overrides = {"batchSize": 4, "minWorkers": 1, "maxWorkers": 1}
+    instance = launch_variant(tmp_path_factory.mktemp("batched"), overrides)
     yield instance
     shutdown(instance)

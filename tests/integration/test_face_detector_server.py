@@ -116,7 +116,8 @@ def _resized(image: np.ndarray, width: int, height: int) -> bytes:
     return encode(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
 
 
-def test_concurrent_mixed_sizes_batch_like_single_requests(server):
+def test_concurrent_mixed_sizes_batch_like_single_requests(batched_server):
+    server = batched_server
     sizes = [(512, 512), (640, 480), (480, 640), (400, 300), (333, 517), (720, 405), (256, 256), (600, 700)]
     images = [_resized(astronaut() if i % 2 else grace_hopper(), w, h) for i, (w, h) in enumerate(sizes)]
     client = server.client()

@@ -243,28 +243,24 @@ def test_formats_outside_the_list_are_refused(server, fmt):
 BATCH_LINE = re.compile(r"batch of 4: 3 ok, 1 rejected")
 
 
-def test_one_bad_image_in_a_batch_of_four_fails_alone(server):
+def test_one_bad_image_in_a_batch_of_four_fails_alone(batched_server):
     # One worker, kept busy by a slow request while the four queue up, so that it then takes them
-    # as one batch (batchSize 4). The shared server runs 2.0 on more workers: scale down, then back.
-    management = server.management()
-    workers = len(management.describe("face_detector", VERSION)[0]["workers"])
-    management.scale("face_detector", 1, version=VERSION)
-    try:
-        slow = encode(np.asarray(Image.fromarray(astronaut()).resize((2400, 2400))))
-        good = [encode(astronaut()), grace_hopper_bytes(), encode(skdata.camera())]
-        batches_before = len(BATCH_LINE.findall(server.log()))
-        with ThreadPoolExecutor(5) as pool:
-            blocker = pool.submit(
-                server.client(timeout=120).detect_raw, slow, version=VERSION, inference_size=2048
-            )
-            time.sleep(0.3)
-            futures = [pool.submit(server.client().detect_raw, image, version=VERSION) for image in good]
-            bad = pool.submit(server.client().detect_raw, grace_hopper_bytes()[:5000], version=VERSION)
-            responses = [f.result() for f in futures]
-            bad_response = bad.result()
-            assert blocker.result().status_code == 200
-    finally:
-        management.scale("face_detector", workers, version=VERSION)
+    # as one batch (batchSize 4).
+    server = batched_server
+    assert len(server.management().describe("face_detector", VERSION)[0]["workers"]) == 1
+    slow = encode(np.asarray(Image.fromarray(astronaut()).resize((2400, 2400))))
+    good = [encode(astronaut()), grace_hopper_bytes(), encode(skdata.camera())]
+    batches_before = len(BATCH_LINE.findall(server.log()))
+    with ThreadPoolExecutor(5) as pool:
+        blocker = pool.submit(
+            server.client(timeout=120).detect_raw, slow, version=VERSION, inference_size=2048
+        )
+        time.sleep(0.3)
+        futures = [pool.submit(server.client().detect_raw, image, version=VERSION) for image in good]
+        bad = pool.submit(server.client().detect_raw, grace_hopper_bytes()[:5000], version=VERSION)
+        responses = [f.result() for f in futures]
+        bad_response = bad.result()
+        assert blocker.result().status_code == 200
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert bad_response.status_code == 400 and bad_response.json()["type"] == "decode"
     inference_ms = {r.json()["timings_ms"]["inference"] for r in responses}

@@ -27,6 +27,7 @@ __all__ = [
     "ensure_archives",
     "free_ports",
     "launch",
+    "launch_variant",
     "shutdown",
     "store_with",
 ]
@@ -70,6 +71,15 @@ def launch(run_dir: Path, **overrides: str) -> Server:
     """Start a TorchServe from config.properties with free ports and ``overrides`` applied."""
     ensure_archives()
     return server_lib.launch(run_dir, timeout=STARTUP_TIMEOUT_S, instance_type=Server, **overrides)
+
+
+def launch_variant(folder: Path, overrides: dict, key: str = "face_detector-2.0") -> Server:
+    """A TorchServe serving only archive ``key`` rebuilt with ``overrides`` merged into its
+    model-config.yaml (same name and version), as ``python -m scripts.bench --set`` builds it."""
+    from scripts.bench.goals import variant_archive
+
+    archive = variant_archive(overrides, folder / "archive", key)
+    return launch(folder / "run", model_store=str(archive.parent), load_models=archive.name)
 
 
 def shutdown(server: Server) -> None:
