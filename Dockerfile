@@ -115,8 +115,11 @@ COPY --from=python-deps /opt/venv /opt/venv
 # metrics_config of every rendered config points here (absolute: TorchServe hands it to each worker,
 # which resolves a relative path against the empty working directory and exits).
 COPY monitoring/ts_metrics.yaml /opt/model-server/monitoring/ts_metrics.yaml
-# The glibc malloc settings are those scripts/server.py gives every instance it starts (what the
-# soak and the benchmark measured): fewer arenas, and frame-sized buffers reused from the heap.
+# The frontend's logging: one line per request instead of ~20 (monitoring/log4j2.xml).
+COPY monitoring/log4j2.xml /opt/model-server/monitoring/log4j2.xml
+# The glibc malloc settings and the log configuration are those scripts/server.py gives every
+# instance it starts (what the soak and the benchmark measured): fewer arenas, frame-sized buffers
+# reused from the heap.
 # No PYTHONPATH: TorchServe workers inherit the environment and must import the handlers packed
 # in each archive, never /opt/model-server/handlers; the health check sets it for itself.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -124,6 +127,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LOG_LOCATION=/home/model-server/logs \
     METRICS_LOCATION=/home/model-server/logs \
+    LOG4J_CONFIGURATION_FILE=/opt/model-server/monitoring/log4j2.xml \
     MALLOC_ARENA_MAX=2 \
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=67108864 \

@@ -29,6 +29,7 @@ from scripts.paths import REPO
 from scripts.versions import ModelAdmin, ServedState, restore
 
 __all__ = [
+    "LOG_CONFIG",
     "OPTIONAL_ARCHIVES",
     "PID_FILE",
     "Instance",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 PID_FILE = ".model_server.pid"
+LOG_CONFIG = REPO / "monitoring" / "log4j2.xml"  # the frontend's logging, one line per request
 
 
 def render_config(base: Path, out: Path, overrides: dict[str, str]) -> Path:
@@ -78,6 +80,8 @@ def server_env(run_dir: Path) -> dict[str, str]:
     # The frontend names worker sockets after java.io.tmpdir (/tmp/.ts.sock.9000): give each
     # instance its own, or two instances on one machine steal each other's workers.
     env["JAVA_TOOL_OPTIONS"] = f"-Djava.io.tmpdir={run_dir / '.run'}"
+    # The frontend's logging (monitoring/log4j2.xml): one line per request instead of ~20.
+    env.setdefault("LOG4J_CONFIGURATION_FILE", str(LOG_CONFIG))
     # Workers inherit this environment (docs/reliability.md, docs/benchmarks.md): fewer glibc malloc
     # arenas keep a worker's RSS from ratcheting up with the image sizes it has seen. The mmap
     # threshold must be set with the trim threshold: setting a trim threshold alone freezes glibc's

@@ -10,7 +10,8 @@ Each server target gets a closed-loop sweep (concurrency 1, 2, 4, 8, 16, 32 by d
 warm-up; the TorchServe steps also carry the server's own view of the same window (queue time,
 inference latency, average batch size), and every step the load generator's own CPU (it shares the
 cores). Output: a table, ratios, the goals met / not met (scripts/bench/goals.py), and JSON (--out).
-``--set KEY=VALUE`` rebuilds the archive with model-config keys changed, to measure a setting.
+``--set KEY=VALUE`` rebuilds the archive with model-config keys changed, and ``--property KEY=VALUE``
+starts TorchServe with a config.properties key changed, to measure a setting.
 
 Usage: python -m scripts.bench [--targets torchserve,inprocess,single,flask,litserve] [--duration 10]
        [--concurrency 1,2,4,8,16,32] [--set batchSize=1] [--out benchmarks/latest.json]
@@ -36,7 +37,7 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.bench.goals import evaluate, format_goals, parse_settings, variant_archive
+from scripts.bench.goals import evaluate, format_goals, parse_properties, parse_settings, variant_archive
 from scripts.bench.load import Auth, StepResult, TokenAuth, run_step
 from scripts.client import ManagementClient
 from scripts.paths import REPO
@@ -130,9 +131,24 @@ def wait_port(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = 
 
 
 def sweep(
-    target, url, body, headers, levels, duration, warmup, on_step=None, auth: Auth | None = None
+    target,
+    url,
+    body,
+    headers,
+    levels,
+    duration,
+    warmup,
+    on_step=None,
+    auth: Auth | None = None,
+    server_warmup: float = 0.0,
 ) -> list[dict]:
-    """One closed-loop step per concurrency level; prints a row per step and returns their summaries."""
+    """One closed-loop step per concurrency level; prints a row per step and returns their summaries.
+    ``server_warmup`` seconds at the highest level come first, unmeasured: TorchServe's JVM compiles
+    its hot paths during the first ~25 s of load (its JIT threads took 17 % of a core, then 1 %),
+    which a short per-step warm-up would bill to the first steps."""
+    if server_warmup > 0:
+        print(f"{target}: warming up for {server_warmup:g} s at c={max(levels)}", flush=True)
+        run_step(target, url, body, headers, max(levels), 0.5, server_warmup, auth)
     steps = []
     for concurrency in levels:
         context = on_step() if on_step else None
@@ -151,9 +167,18 @@ def sweep(
 
 
 def bench_torchserve(
-    archive: Path, body: bytes, levels, duration, warmup, run_dir: Path, workers: int | None = None
+    archive: Path,
+    body: bytes,
+    levels,
+    duration,
+    warmup,
+    run_dir: Path,
+    workers: int | None = None,
+    properties: dict[str, str] | None = None,
+    server_warmup: float = 0.0,
 ) -> list[dict]:
-    instance = launch(run_dir, model_store=str(archive.parent), load_models=archive.name)
+    settings = {**(properties or {}), "model_store": str(archive.parent), "load_models": archive.name}
+    instance = launch(run_dir, **settings)
     try:
         if workers is not None:
             ManagementClient(instance.endpoints, instance.tokens).scale("face_detector", workers, workers)
@@ -181,12 +206,14 @@ def bench_torchserve(
 
             return view
 
-        return sweep("torchserve", url, body, headers, levels, duration, warmup, on_step, auth)
+        return sweep("torchserve", url, body, headers, levels, duration, warmup, on_step, auth, server_warmup)
     finally:
         instance.shutdown()
 
 
-def bench_subprocess_server(target, module, archive, body, levels, duration, warmup, run_dir) -> list[dict]:
+def bench_subprocess_server(
+    target, module, archive, body, levels, duration, warmup, run_dir, server_warmup: float = 0.0
+) -> list[dict]:
     port = free_ports(1)[0]
     log = open(run_dir / f"{target}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -204,7 +231,9 @@ def bench_subprocess_server(target, module, archive, body, levels, duration, war
             headers = {"Content-Type": "application/json"}
         else:
             payload, headers = body, {"Content-Type": "image/jpeg"}
-        return sweep(target, f"{base}/predict", payload, headers, levels, duration, warmup)
+        return sweep(
+            target, f"{base}/predict", payload, headers, levels, duration, warmup, server_warmup=server_warmup
+        )
     finally:
         stop_group(proc)
         log.close()
@@ -343,9 +372,17 @@ def main(argv: list[str] | None = None) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="model-config.yaml override for this run, repeatable: batchSize=1, handler.torch_threads=1",
     )  # fmt: skip
+    parser.add_argument(
+        "--property", action="append", default=[], metavar="KEY=VALUE",
+        help="config.properties override for the torchserve target, repeatable: async_logging=true",
+    )  # fmt: skip
     parser.add_argument("--concurrency", default="1,2,4,8,16,32")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per step")
+    parser.add_argument(
+        "--server-warmup", type=float, default=30.0,
+        help="seconds of unmeasured load on each server before its first step (JVM JIT; default 30)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     args = parser.parse_args(argv)
 
@@ -356,12 +393,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         run_dir = Path(tmp)
         overrides = parse_settings(args.set)
+        properties = parse_properties(args.property)
         # --set: the same archive with model-config keys changed (batchSize, maxBatchDelay, ...).
         archive = variant_archive(overrides, run_dir / "variant") if overrides else args.archive
         for target in targets:
             print(f"--- {target}", flush=True)
             if target == "torchserve":
-                steps += bench_torchserve(archive, body, levels, args.duration, args.warmup, run_dir / "ts")
+                steps += bench_torchserve(
+                    archive, body, levels, args.duration, args.warmup, run_dir / "ts",
+                    properties=properties, server_warmup=args.server_warmup,
+                )  # fmt: skip
             elif target == "inprocess":
                 steps += bench_inprocess(archive, body, args.duration, args.warmup)
             elif target == "single":  # one image at a time, one process: what c=1 could be
@@ -369,8 +410,9 @@ def main(argv: list[str] | None = None) -> None:
             elif target in ("flask", "litserve"):
                 module = f"scripts.bench.baselines.{target}_app"
                 steps += bench_subprocess_server(
-                    target, module, archive, body, levels, args.duration, args.warmup, run_dir
-                )
+                    target, module, archive, body, levels, args.duration, args.warmup, run_dir,
+                    server_warmup=args.server_warmup,
+                )  # fmt: skip
             else:
                 sys.exit(
                     f"unknown target {target}; choose from torchserve, inprocess, single, flask, litserve"
@@ -382,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
         "image_bytes": len(body),
         "workers": archive_workers(args.archive),  # per server, as started: scripts.bench.capacity's default
         "settings": overrides,
+        "properties": properties,
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
@@ -389,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
             "cuda": torch.cuda.is_available(),
         },  # fmt: skip
         "duration_s": args.duration,
+        "server_warmup_s": args.server_warmup,
         "steps": steps,
         "summary": summarize(steps),
         "goals": evaluate(steps),

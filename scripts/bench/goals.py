@@ -23,7 +23,7 @@ import yaml
 
 from scripts.packaging.build_archives import ARCHIVES, ArchiveSpec, build
 
-__all__ = ["GOALS", "evaluate", "format_goals", "parse_settings", "variant_archive"]
+__all__ = ["GOALS", "evaluate", "format_goals", "parse_properties", "parse_settings", "variant_archive"]
 
 # name -> (what is compared, comparison, bound)
 GOALS = {
@@ -99,6 +99,17 @@ def parse_settings(pairs: list[str]) -> dict:
         else:
             overrides[key] = yaml.safe_load(value)
     return overrides
+
+
+def parse_properties(pairs: list[str]) -> dict[str, str]:
+    """``["async_logging=true"]`` -> config.properties overrides (values kept as text)."""
+    properties: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--property takes KEY=VALUE (e.g. async_logging=true), got {pair!r}")
+        properties[key.strip()] = value.strip()
+    return properties
 
 
 def variant_archive(overrides: dict, folder: Path, key: str = "face_detector-2.0") -> Path:

@@ -66,6 +66,12 @@ def test_target_serves_from_the_image_layout_in_an_empty_workdir(target, tmp_pat
         result = body["predictions"][0] if "predictions" in body else body  # KServe: one object each
         assert isinstance(result, dict), json.dumps(body)[:500]
         assert result["model"] == "face_detector" and len(result["detections"]) >= 1, json.dumps(body)[:500]
+        # The image's log configuration is the one the frontend read (LOG4J_CONFIGURATION_FILE in the
+        # Dockerfile's ENV): the request is in the access log, and the jar's default per-request lines
+        # (a metric line per handler metric) are not in ts_log.log.
+        logs = run.workdir / "logs"
+        assert (logs / "access_log.log").read_text().strip(), f"{target}: empty access log"
+        assert "result=[METRICS]" not in (logs / "ts_log.log").read_text(), f"{target}: default log config"
     finally:
         run.shutdown()
 

@@ -195,3 +195,23 @@ def test_unknown_model_is_404(server):
         timeout=10,
     )
     assert response.status_code == 404
+
+
+def test_logs_hold_a_line_per_request_not_twenty(server):
+    """monitoring/log4j2.xml (scripts/server.py sets LOG4J_CONFIGURATION_FILE): each request is one
+    access-log line and one handler "batch of" line; the frontend's log gets none of the jar
+    default's per-request lines (12 metric lines, response times, job ids, each written twice)."""
+    logs = server.run_dir / "logs"
+    names = ("ts_log.log", "access_log.log", "model_log.log")
+    sizes = {name: len((logs / name).read_text()) for name in names}
+    client = server.client()
+    requests_sent = 10
+    for _ in range(requests_sent):
+        assert client.detect(grace_hopper_bytes()).detections
+    time.sleep(1.0)  # worker lines reach the frontend asynchronously
+    added = {name: (logs / name).read_text()[size:] for name, size in sizes.items()}
+    assert added["access_log.log"].count("POST /predictions/face_detector") == requests_sent
+    assert added["model_log.log"].count("batch of 1:") >= requests_sent
+    assert "Backend received inference at" not in added["model_log.log"]
+    assert "result=[METRICS]" not in added["ts_log.log"] and "jobId" not in added["ts_log.log"]
+    assert added["ts_log.log"].count("\n") < requests_sent, added["ts_log.log"][-2000:]

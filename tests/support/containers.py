@@ -234,7 +234,11 @@ def start_target(target: str, tmp: Path) -> ContainerRun:
         raise AssertionError(f"the image's WORKDIR is not empty: {sorted(p.name for p in workdir.iterdir())}")
     state = tmp / "state"
     env = {k: v for k, v in server_env(state).items() if not k.startswith("TS_")}
-    env["LOG_LOCATION"] = env["METRICS_LOCATION"] = str(workdir / "logs")  # the image's ENV
+    # The image's ENV: its log folders, and the frontend's log configuration where the image has it.
+    image_env = {k: v for s in chain(stages, spec.stage) for k, v in s.env().items()}
+    env["LOG_LOCATION"] = str(layout.path(image_env["LOG_LOCATION"]))
+    env["METRICS_LOCATION"] = str(layout.path(image_env["METRICS_LOCATION"]))
+    env["LOG4J_CONFIGURATION_FILE"] = str(layout.path(image_env["LOG4J_CONFIGURATION_FILE"]))
     command = image_path_args(args, layout)
     if "--foreground" not in command:
         command.insert(command.index("--start") + 1, "--foreground")  # keep the process to stop it

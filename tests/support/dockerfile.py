@@ -62,6 +62,11 @@ class Stage:
     def keyword(self, word: str) -> list[str]:
         return [i[len(word) + 1 :].strip() for i in self.body if i.split(None, 1)[0].upper() == word]
 
+    def env(self) -> dict[str, str]:
+        """``ENV KEY=VALUE ...`` settings of this stage (values as written, ``$VAR`` not expanded)."""
+        pairs = (p.split("=", 1) for args in self.keyword("ENV") for p in shlex.split(args) if "=" in p)
+        return {key: value for key, value in pairs}
+
     def copies(self) -> list[Copy]:
         found = []
         for args in self.keyword("COPY"):

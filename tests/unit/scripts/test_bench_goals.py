@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.bench.goals import GOALS, evaluate, parse_settings
+from scripts.bench.goals import GOALS, evaluate, parse_properties, parse_settings
 
 
 def step(target: str, concurrency: int, rps: float, p50: float = 50.0, p99: float = 100.0) -> dict:
@@ -54,3 +54,11 @@ def test_parse_settings():
     assert parse_settings([]) == {}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_settings(["batchSize"])
+
+
+def test_parse_properties():
+    assert parse_properties(["async_logging=true", "job_queue_size = 1000"]) == {
+        "async_logging": "true", "job_queue_size": "1000",
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        parse_properties(["async_logging"])
