@@ -219,7 +219,7 @@ def kserve_store(store: Path, out: Path, source: Path = SOURCE) -> Path:
 def gpu_archives(store: Path) -> list[Path]:
     """The GPU image's face_detector 2.0: rebuilt into ``store`` with model_configs/gpu/ merged over
     its CPU config (1 worker per GPU, batch 64, fp16, nvJPEG) instead of the 2-core CPU tuning
-    (2 workers, batch 4). face_detector 1.0 keeps its config (1 worker)."""
+    (2 workers, batch 1). face_detector 1.0 keeps its config (1 worker)."""
     import tempfile
 
     from scripts.bench.gpu_kit import GPU_CONFIG, merged_config

@@ -398,7 +398,7 @@ def test_healthcheck_fails_when_nothing_listens(tmp_path):
 
 def test_gpu_image_serves_the_gpu_tuned_face_detector(tmp_path):
     """VARIANT=gpu rebuilds face_detector 2.0 with model_configs/gpu/ merged in: one worker per GPU and
-    large batches, not the 2-core CPU tuning (2 workers, batch 4) the CPU image serves."""
+    large batches, not the 2-core CPU tuning (2 workers, batch 1) the CPU image serves."""
     import zipfile
 
     import yaml

@@ -124,7 +124,7 @@ def test_concurrent_mixed_sizes_batch_like_single_requests(batched_server):
     singles = [client.detect(img).to_json()["detections"] for img in images]
 
     # Occupy every worker with a large image so that the 8 requests queue up and are handed over
-    # together in batches (batchSize 4).
+    # together in batches (batchSize 4 in this variant; the shipped CPU config has 1).
     blocker = encode(cv2.resize(astronaut(), (2400, 2400)))
     workers = len(server.management().describe("face_detector", "2.0")[0]["workers"])
     log_offset = len(server.log())
