@@ -27,7 +27,8 @@ from PIL import Image
 
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.settings import DetectorSettings
-from scripts.bench.cli import DEFAULT_ARCHIVE, bench_torchserve
+from scripts.bench.cli import DEFAULT_ARCHIVE
+from scripts.bench.served import bench_torchserve
 from scripts.packaging.build_archives import ARCHIVES
 from scripts.samples import sample_jpeg
 

@@ -36,7 +36,7 @@ def inprocess_reference(archive: Path, seconds: float) -> dict[str, float]:
     2 workers) of ``archive``'s own pipeline on one JPEG frame of the clip, no server."""
     import cv2
 
-    from scripts.bench.cli import bench_inprocess
+    from scripts.bench.ceiling import bench_inprocess
 
     _, jpeg = cv2.imencode(".jpg", DEMO_CLIP.frame(0), [cv2.IMWRITE_JPEG_QUALITY, 80])  # as the page sends
     body = jpeg.tobytes()
