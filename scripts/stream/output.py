@@ -8,7 +8,7 @@ JSON is written only here, at the edge: one line per processed or failed frame,
 with boxes in captured-frame pixels (after undoing ``--resize``).
 
 The window (OpenCV's Qt window, so the client venv needs opencv-python, not the headless build)
-opens at the frame's size with the first result: boxes with "label score", five landmarks per face,
+opens at the frame's size with the first result: boxes with a "label score" tag, five landmarks per face,
 and a status band "frame 12  24.9 fps  end-to-end 84 ms". q, Q or Esc quits, as does closing it.
 :func:`display_problem` says beforehand why no window can open (headless OpenCV, no X server),
 because Qt without a display aborts the whole process instead of raising.
@@ -34,6 +34,7 @@ from scripts.stream.core import FrameResult
 
 __all__ = [
     "BOX_COLOR",
+    "LABEL_COLOR",
     "LANDMARK_COLORS",
     "QUIT_KEYS",
     "STATUS_BAND",
@@ -47,12 +48,18 @@ __all__ = [
     "display_problem",
     "draw_detections",
     "frame_record",
+    "label_origin",
     "put_status",
     "status_line",
     "window_support",
 ]
 
-BOX_COLOR = (0, 220, 0)  # BGR; boxes and their "label score" text
+BOX_COLOR = (0, 220, 0)  # BGR; box outlines
+# "label score" in black on a filled tag of its own colour (the browser page's #ffd400): readable over
+# any scene, and apart from the box colour, so outlines stay outlines.
+LABEL_COLOR = (0, 212, 255)  # BGR
+LABEL_FONT = (cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)  # face, scale, thickness
+LABEL_PAD = 3  # px of tag around the text
 LANDMARK_COLORS = ((255, 0, 0), (0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 128, 255))  # 5 points, BGR
 TEXT_COLOR = (255, 255, 255)  # the status line, on a black band
 ERROR_COLOR = (0, 0, 255)
@@ -79,17 +86,41 @@ class FpsMeter:
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
-def draw_detections(image: np.ndarray, detections: list[Detection]) -> None:
-    """Boxes, 5 landmarks and scores drawn in place on a BGR image."""
+def label_origin(
+    box: tuple[int, int, int, int], tag: tuple[int, int], frame: tuple[int, int], keep_clear: int = 0
+) -> tuple[int, int]:
+    """Top-left corner of a ``tag`` (width, height) for ``box`` (x1, y1, x2, y2) in a ``frame``
+    (height, width): just above the box, left-aligned; below it when there is no room above or the
+    tag would cover the status band (the top-left ``keep_clear`` px wide, STATUS_BAND high); inside
+    its top edge when neither fits. Never on the box's 2 px outline, never off the frame."""
+    x1, y1, x2, y2 = box
+    width, height = tag
+    frame_h, frame_w = frame
+    x = min(max(0, x1 - 1), max(0, frame_w - width))
+    in_band = x < keep_clear
+    if y1 - 2 - height >= 0 and not (in_band and y1 - 2 - height < STATUS_BAND):
+        return x, y1 - 2 - height
+    if y2 + 2 + height <= frame_h:
+        return x, y2 + 2
+    return x, y1 + 2
+
+
+def draw_detections(image: np.ndarray, detections: list[Detection], keep_clear: int = 0) -> None:
+    """Boxes, 5 landmarks and "label score" tags drawn in place on a BGR image; tags stay off the
+    top-left ``keep_clear`` px of the status band."""
+    font, scale, thickness = LABEL_FONT
     for d in detections:
         x1, y1, x2, y2 = (round(v) for v in d.box)
         cv2.rectangle(image, (x1, y1), (x2, y2), BOX_COLOR, 2)
-        label, origin = f"{d.label} {d.score:.2f}", (x1, max(12, y1 - 5))
-        # A black outline under the coloured text keeps it readable on light and dark scenes alike.
-        cv2.putText(image, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(image, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, BOX_COLOR, 1, cv2.LINE_AA)
-        for (x, y), color in zip(d.landmarks or [], LANDMARK_COLORS):
-            cv2.circle(image, (round(x), round(y)), 2, color, -1, cv2.LINE_AA)
+        label = f"{d.label} {d.score:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(label, font, scale, thickness)
+        tag = (text_w + 2 * LABEL_PAD, text_h + baseline + 2 * LABEL_PAD)
+        x, y = label_origin((x1, y1, x2, y2), tag, image.shape[:2], keep_clear)
+        cv2.rectangle(image, (x, y), (x + tag[0] - 1, y + tag[1] - 1), LABEL_COLOR, -1)
+        origin = (x + LABEL_PAD, y + LABEL_PAD + text_h)
+        cv2.putText(image, label, origin, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        for (lx, ly), color in zip(d.landmarks or [], LANDMARK_COLORS):
+            cv2.circle(image, (round(lx), round(ly)), 2, color, -1, cv2.LINE_AA)
 
 
 def status_line(item: FrameResult, fps: float) -> str:
@@ -111,7 +142,7 @@ def annotate(item: FrameResult, fps: float) -> np.ndarray:
     (width, _), _ = cv2.getTextSize(status, *STATUS_FONT)
     image[:STATUS_BAND, : width + 16] = 0  # under the boxes: a face at the top keeps its outline
     if item.result is not None:
-        draw_detections(image, item.result.detections)
+        draw_detections(image, item.result.detections, keep_clear=width + 16)
     put_status(image, status)
     if item.error:
         cv2.putText(

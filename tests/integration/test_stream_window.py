@@ -29,6 +29,7 @@ import pytest
 from scripts.paths import REPO
 from scripts.stream.output import (
     BOX_COLOR,
+    LABEL_COLOR,
     LANDMARK_COLORS,
     STATUS_BAND,
     STATUS_FONT,
@@ -47,7 +48,7 @@ SCREEN = (1280, 1024)
 MIN_IOU = 0.5
 MAX_PICTURE_DIFF = 8.0  # mean grey levels between the window and the clip frame it shows (MJPG noise ~1)
 COLOR_TOLERANCE = 8  # per channel: the window shows the drawn pixels 1:1, so a few levels at most
-LABEL_ZONE = (25, 130)  # px above a box, px right of its left edge: where its "face 0.99" text goes
+MIN_TAG_SIZE = (60, 14)  # px: a "face 0.99" tag at least this wide and high
 
 
 def x_env(display: str, server=None) -> dict[str, str]:
@@ -158,13 +159,17 @@ def read_status(band: np.ndarray, near_frame: int, latencies: dict[int, float]) 
             continue
         for latency in {int(np.floor(latencies[frame])), int(np.ceil(latencies[frame]))}:
             for tenths in range(0, 1000):
-                text = f"frame {frame}  {tenths / 10:.1f} fps  end-to-end {latency} ms"
+                text = status_line_text(frame, tenths / 10, latency)
                 (width, _), _ = cv2.getTextSize(text, *STATUS_FONT)
                 drawn = np.zeros((STATUS_BAND, width + 16, 3), np.uint8)
                 put_status(drawn, text)
                 if np.abs(seen[:, : width + 16] - drawn.min(axis=2)).max() <= COLOR_TOLERANCE:
                     return frame, tenths / 10, latency
     pytest.fail(f"the status line near frame {near_frame} is not 'frame N  F fps  end-to-end L ms'")
+
+
+def status_line_text(frame: int, fps: float, latency: int) -> str:
+    return f"frame {frame}  {fps:.1f} fps  end-to-end {latency} ms"
 
 
 def check_screenshot(
@@ -178,8 +183,13 @@ def check_screenshot(
     outside[y : y + h, x : x + w] = 0
     assert not overlay_mask(outside, BOX_COLOR, COLOR_TOLERANCE).any(), "box colour outside the window"
 
+    # The "label score" tags: filled rectangles of the label colour with dark text in them.
+    tag_mask = overlay_mask(window, LABEL_COLOR, COLOR_TOLERANCE)
+    tags = [t for t in drawn_boxes(tag_mask, min_side=4) if t[2] - t[0] >= 10]
     # Which clip frame is on screen: the picture outside the overlay and the status band.
     overlay = cv2.dilate(green.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    for x1, y1, x2, y2 in (map(round, t) for t in tags):
+        overlay[max(0, y1 - 2) : y2 + 2, max(0, x1 - 2) : x2 + 2] = True
     for color in LANDMARK_COLORS:
         overlay |= cv2.dilate(overlay_mask(window, color, 60).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     keep = ~overlay
@@ -205,13 +215,27 @@ def check_screenshot(
         nearest = min(detected, key=lambda d: sum(abs(a - b) for a, b in zip(d, box)))
         assert np.allclose(box, nearest, atol=3), f"box drawn at {box}, detected at {nearest}"
 
-    # Nothing green elsewhere: every green pixel is on a box outline or in its label above it.
+    # Nothing green elsewhere: every green pixel is on a box outline.
     allowed = np.zeros_like(green)
-    above, right = LABEL_ZONE
     for x1, y1, x2, y2 in (map(round, b) for b in boxes):
-        allowed[max(0, y1 - above) : y2 + 2, max(0, x1 - 2) : max(x2, x1 + right) + 2] = True
+        allowed[max(0, y1 - 2) : y2 + 3, max(0, x1 - 2) : x2 + 3] = True
     stray = green & ~allowed
     assert not stray.any(), f"{int(stray.sum())} box-coloured pixels away from the faces"
+
+    # One readable tag per box, touching it (above, below or inside its top edge), off the status
+    # band, with dark text on it: what a person reads as "face 0.99".
+    assert len(tags) == len(boxes), f"{len(tags)} label tags for {len(boxes)} boxes: {tags}"
+    status_width = cv2.getTextSize(status_line_text(frame, fps, latency), *STATUS_FONT)[0][0] + 16
+    for box in boxes:
+        x1, y1, x2, y2 = box
+        tag = min(tags, key=lambda t: abs(t[0] - x1) + min(abs(t[3] - y1), abs(t[1] - y2), abs(t[1] - y1)))
+        tx1, ty1, tx2, ty2 = tag
+        assert tx2 - tx1 >= MIN_TAG_SIZE[0] and ty2 - ty1 >= MIN_TAG_SIZE[1], f"tag {tag} too small"
+        assert abs(tx1 - x1) <= 3, f"tag {tag} not aligned with its box {box}"
+        assert min(abs(ty2 - y1), abs(ty1 - y2), abs(ty1 - y1)) <= 4, f"tag {tag} not at its box {box}"
+        assert not (ty1 < STATUS_BAND and tx1 < status_width), f"tag {tag} covers the status band"
+        inside = window[round(ty1) : round(ty2), round(tx1) : round(tx2)].max(axis=2)
+        assert (inside < 100).sum() >= 40, f"no dark text on the tag {tag}"
 
     # Five landmarks per face, each in its colour, inside the box.
     for x1, y1, x2, y2 in (map(round, b) for b in boxes):

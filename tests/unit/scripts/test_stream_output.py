@@ -17,6 +17,7 @@ from scripts.stream.core import FrameResult
 from scripts.stream.frames import Frame
 from scripts.stream.output import (
     BOX_COLOR,
+    LABEL_COLOR,
     LANDMARK_COLORS,
     STATUS_BAND,
     AnnotatedView,
@@ -24,7 +25,9 @@ from scripts.stream.output import (
     JsonlSink,
     annotate,
     display_problem,
+    draw_detections,
     frame_record,
+    label_origin,
     status_line,
     window_support,
 )
@@ -61,6 +64,30 @@ def test_annotate_draws_on_a_copy():
     assert tuple(image[110, 40]) == BOX_COLOR  # bottom left corner
     for (x, y), color in zip(FACE.landmarks, LANDMARK_COLORS):
         assert tuple(image[round(y), round(x)]) == color
+
+
+@pytest.mark.parametrize(
+    ("box", "keep_clear", "expected"),
+    [
+        ((100, 200, 180, 280), 0, (99, 180)),  # room above: just above the 2 px outline
+        ((100, 10, 180, 90), 0, (99, 92)),  # no room above: below the box
+        ((100, 40, 180, 120), 300, (99, 122)),  # above would cover the status band: below
+        ((400, 40, 480, 120), 300, (399, 20)),  # right of the band: above is fine
+        ((100, 5, 180, 475), 0, (99, 7)),  # no room above or below: inside the top edge
+        ((630, 200, 639, 240), 0, (560, 180)),  # never off the right edge of the frame
+    ],
+)
+def test_label_tag_goes_next_to_its_box_and_off_the_status_band(box, keep_clear, expected):
+    assert label_origin(box, (80, 18), (480, 640), keep_clear) == expected
+
+
+def test_label_is_dark_text_on_a_tag_of_its_own_colour():
+    image = np.full((240, 320, 3), 128, np.uint8)
+    draw_detections(image, [FACE])
+    tag = image[30:48, 39:100]  # above the box, from its left edge
+    assert (tag == LABEL_COLOR).all(axis=2).mean() > 0.5  # mostly tag colour ...
+    assert (tag.max(axis=2) < 80).sum() > 30  # ... with dark text on it
+    assert not (image == BOX_COLOR).all(axis=2)[30:47, 39:100].any()  # the outline colour is the box's only
 
 
 def test_status_line_says_frame_fps_and_end_to_end_latency():
