@@ -55,9 +55,16 @@ __all__ = [
     "TokenStore",
     "encode_image",
     "raise_for_error",
+    "setting_value",
 ]
 
 ImageInput = bytes | bytearray | str | Path | np.ndarray
+
+
+def setting_value(value: Any) -> str:
+    """A per-request setting as a header value: booleans as true / false (what the handlers
+    document), anything else as its text."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class _Api:
@@ -184,7 +191,7 @@ class DetectionClient(BaseClient):
         """POST the image; settings travel as X-<Setting-Name> headers. No status check."""
         data, content_type = encode_image(image)
         headers = {"Content-Type": content_type}
-        headers.update({"X-" + k.replace("_", "-"): str(v) for k, v in settings.items()})
+        headers.update({"X-" + k.replace("_", "-"): setting_value(v) for k, v in settings.items()})
         path = f"/predictions/{model}" + (f"/{version}" if version else "")
         return self._with_retries(lambda: self.api.request("POST", path, data=data, headers=headers))
 

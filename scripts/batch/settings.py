@@ -19,6 +19,7 @@ from typing import Any
 from handlers.errors import InputError
 from handlers.settings import BOUNDS, DetectorSettings
 from scripts.cli import UsageError
+from scripts.client import setting_value
 
 __all__ = ["SETTING_OPTIONS", "add_setting_options", "request_values", "settings_flags", "settings_from_args"]
 
@@ -61,7 +62,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def request_values(settings: dict[str, Any]) -> dict[str, str]:
     """Settings as request header values: booleans as true / false (what the handlers document)."""
-    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()}
+    return {k: setting_value(v) for k, v in settings.items()}
 
 
 def settings_flags(settings: dict[str, Any]) -> str:

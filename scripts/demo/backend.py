@@ -145,9 +145,8 @@ class Backend:
 
     def _detect(self, image: bytes, model: str, version: str | None, settings: dict[str, Any]) -> Reply:
         detection, _ = self._clients()
-        headers = {k: str(v).lower() if isinstance(v, bool) else v for k, v in settings.items()}  # true|false
-        try:
-            return _from_response(detection.detect_raw(image, model, version, **headers))
+        try:  # booleans travel as true|false (scripts.client.setting_value)
+            return _from_response(detection.detect_raw(image, model, version, **settings))
         except ClientError as err:
             return _failure(err)
 
