@@ -370,4 +370,9 @@ def test_server_outage_is_shown_and_the_page_recovers(page, ts: Server) -> None:
         timeout=120, arg=processed,
     )  # fmt: skip
     assert demo_state(page)["lastDetections"]
+    # The selector catches up with the workers that were still loading when frames came back.
+    options_ready = (
+        "() => ![...document.querySelectorAll('#model option')].some((o) => o.text.includes('not ready'))"
+    )
+    wait_for(page, options_ready, timeout=30)
     page.screenshot(path=ARTEFACTS / "recovered.png")

@@ -21,6 +21,7 @@ import {
 const SEND_MAX_SIDE = 640; // frames are sent at most this wide/high; boxes are scaled back
 const JPEG_QUALITY = 0.8;
 const RETRY_MS = 1000; // while the server fails, at most one frame per second
+const MODELS_REFRESH_MS = 3000; // while a version is loading, its readiness is asked again
 const FPS_WINDOW_MS = 2000;
 const LATENCY_WINDOW = 100; // p50 over the last this many answers
 
@@ -55,6 +56,7 @@ let defaultModel = "face_detector";
 let inFlight = 0;
 let waiting = null; // capture time (performance.now()) of the waiting frame, or null
 let retryAt = 0; // no frame is sent before this time (after a failure)
+let modelsRefresh = null; // timer of the next readiness check while a version loads
 let seq = 0;
 let shownSeq = 0; // the frame whose answer the overlay shows; older answers are not drawn
 let shown = []; // the answer drawn: detections with landmarks, in video pixels, before the threshold
@@ -127,6 +129,11 @@ async function loadModels() {
   }
   fillModels(answer.body.models);
   if (problems.server && !state.framesSent) setProblem("server", null); // no frame says otherwise
+  // A version marked "(not ready)" (workers still loading, e.g. after TorchServe came back) is
+  // asked again until it is ready, so the selector does not keep saying so once it answers.
+  clearTimeout(modelsRefresh);
+  const loading = answer.body.models.some((m) => m.versions.some((v) => !v.ready));
+  modelsRefresh = loading ? setTimeout(loadModels, MODELS_REFRESH_MS) : null;
   return true;
 }
 
