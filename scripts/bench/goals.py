@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.bench.report import at
 from scripts.packaging.build_archives import ARCHIVES, ArchiveSpec, build
 
 __all__ = ["GOALS", "evaluate", "format_goals", "parse_properties", "parse_settings", "variant_archive"]
@@ -36,20 +37,16 @@ GOALS = {
 }
 
 
-def _at(steps: list[dict], target: str, concurrency: int) -> dict | None:
-    return next((s for s in steps if s["target"] == target and s["concurrency"] == concurrency), None)
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
 def _values(steps: list[dict]) -> dict[str, float | None]:
     served = [s for s in steps if s["target"] == "torchserve"]
-    c1, c2, c4, c16 = (_at(steps, "torchserve", c) for c in (1, 2, 4, 16))
+    c1, c2, c4, c16 = (at(steps, "torchserve", c) for c in (1, 2, 4, 16))
     single = next((s for s in steps if s["target"] == "single"), None)
     ceiling = max((s["throughput_rps"] for s in steps if s["target"] == "inprocess"), default=None)
-    rivals = [s for s in (_at(steps, "flask", 16), _at(steps, "litserve", 16)) if s]
+    rivals = [s for s in (at(steps, "flask", 16), at(steps, "litserve", 16)) if s]
 
     def rps(step: dict | None) -> float | None:
         return step["throughput_rps"] if step else None
