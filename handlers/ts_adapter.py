@@ -45,6 +45,7 @@ __all__ = [
     "SETTING_HEADERS",
     "DetectionHandler",
     "configure_threads",
+    "drop_per_request_notice",
     "called_by_kserve_envelope",
     "header_overrides",
     "select_device",
@@ -88,6 +89,19 @@ def select_device(gpu_id: int | str | None) -> torch.device:
     return torch.device("cpu")
 
 
+def _not_a_receipt_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Backend received inference at")
+
+
+def drop_per_request_notice() -> None:
+    """TorchServe's worker logs "Backend received inference at: <time>" on its root logger for every
+    batch; the frontend reads it from stdout only to drop it (monitoring/log4j2.xml). Drop it here
+    instead: one write and one frontend wake-up less per request. Idempotent."""
+    root = logging.getLogger()
+    if _not_a_receipt_notice not in root.filters:
+        root.addFilter(_not_a_receipt_notice)
+
+
 def configure_threads(threads: int) -> None:
     """``torch_threads`` (0 = torch's default) bounds intra-op threads per worker."""
     if threads:
@@ -122,6 +136,7 @@ class DetectionHandler:
         # worker here with the fix in the message (ConfigError, a ValueError).
         config = self.config_type.from_section((context.model_yaml_config or {}).get("handler"))
         configure_threads(config.torch_threads)
+        drop_per_request_notice()
         device = select_device(props.get("gpu_id"))
         manifest = context.manifest.get("model", {})
         self.pipeline = DetectionPipeline(

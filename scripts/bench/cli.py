@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per step")
     parser.add_argument(
         "--server-warmup", type=float, default=30.0,
-        help="seconds of unmeasured load on each server before its first step (JVM JIT; default 30)",
+        help="seconds of unmeasured load on each server before its first step (default 30)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-warmup-max", type=float, default=180.0,
+        help="TorchServe's warm-up goes on past --server-warmup until its JVM's JIT compiler is quiet, "
+        "at most this long in all (default 180; not above --server-warmup: no wait)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     args = parser.parse_args(argv)
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
                 steps += bench_torchserve(
                     archive, body, levels, args.duration, args.warmup, run_dir / "ts",
                     properties=properties, server_warmup=args.server_warmup,
+                    server_warmup_max=args.server_warmup_max,
                 )  # fmt: skip
             elif target == "inprocess":
                 steps += bench_inprocess(archive, body, args.duration, args.warmup)
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         },  # fmt: skip
         "duration_s": args.duration,
         "server_warmup_s": args.server_warmup,
+        "server_warmup_max_s": args.server_warmup_max,
         "steps": steps,
         "summary": summarize(steps),
         "goals": evaluate(steps),

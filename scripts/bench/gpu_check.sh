@@ -52,12 +52,14 @@ $PY -c "import ts, sys; print('torchserve from', ts.__file__); sys.exit(0 if ts.
 
 batches=1,4; seconds=1; archive=$KIT_MODELS/face_detector-2.0.mar  # CPU side: the shipped archive
 levels=1,2; duration=2; warmup=1
+server_warmup=10; server_warmup_max=25  # the JVM's JIT is waited for (scripts/bench/served.py), briefly
 if [ "$CUDA" = 1 ]; then
   export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
   step "GPU tests (pytest -m gpu)"
   run tests 150 $PY -m pytest -m gpu tests/unit/handlers -q -p no:cacheprovider --junitxml="$OUT/tests.xml"
   batches=1,8,32,64,128; seconds=3; archive=$KIT_GPU_MODELS/face_detector-2.0.mar
   levels=16,64,128; duration=5; warmup=2
+  server_warmup=20; server_warmup_max=60  # 16 cores: the JIT settles sooner than on 2
 elif [ "${GPU_CHECK_TESTS:-1}" = 0 ]; then
   step "no CUDA: tests skipped (GPU_CHECK_TESTS=0)"
 else
@@ -74,7 +76,8 @@ step "in-process img/s by batch size and decode path"
 run inprocess 90 $PY -m scripts.bench.gpu --batches "$batches" --seconds "$seconds" --out "$OUT/gpu_inprocess.json"
 step "served img/s: TorchServe from the kit, $(basename "$(dirname "$archive")")"
 run served 150 $PY -m scripts.bench --targets torchserve --archive "$archive" --concurrency "$levels" \
-  --duration "$duration" --warmup "$warmup" --out "$OUT/gpu_served.json"
+  --duration "$duration" --warmup "$warmup" --server-warmup "$server_warmup" \
+  --server-warmup-max "$server_warmup_max" --out "$OUT/gpu_served.json"
 step "summary"
 run summary 30 $PY -m scripts.bench.gpu_checks summary --dir "$OUT" --cuda "$CUDA" --out "$OUT/gpu_check.json"
 step "done: $failed failed step(s)"

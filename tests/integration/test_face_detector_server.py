@@ -6,6 +6,7 @@ import base64
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ import requests
 from skimage import data as skdata
 
 from scripts.client import RequestRejected
+from scripts.server import running_pid
 from tests.support.images import (
     ASTRONAUT_FACE,
     BAD_INPUTS,
@@ -215,3 +217,19 @@ def test_logs_hold_a_line_per_request_not_twenty(server):
     assert "Backend received inference at" not in added["model_log.log"]
     assert "result=[METRICS]" not in added["ts_log.log"] and "jobId" not in added["ts_log.log"]
     assert added["ts_log.log"].count("\n") < requests_sent, added["ts_log.log"][-2000:]
+
+
+def test_frontend_hands_requests_to_workers_on_pooled_threads(server):
+    """TorchServe passes each batch to its worker with CompletableFuture.runAsync. With the JVM's
+    default on a 2-CPU machine (common pool parallelism 1) Java starts a thread per task: one per
+    request. config.properties' vmargs sets the pool's parallelism, so the frontend keeps pooled
+    threads ("ForkJoinPool.commonPool-worker-N") and reuses them."""
+    java = running_pid(server.run_dir)
+    assert (
+        "-Djava.util.concurrent.ForkJoinPool.common.parallelism=" in Path(f"/proc/{java}/cmdline").read_text()
+    )
+    client = server.client()
+    for _ in range(5):
+        assert client.detect(grace_hopper_bytes()).detections
+    names = [(task / "comm").read_text().strip() for task in Path(f"/proc/{java}/task").iterdir()]
+    assert any(name.startswith("ForkJoinPool.co") for name in names), sorted(set(names))
