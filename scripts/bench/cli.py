@@ -31,7 +31,7 @@ import torch
 
 from scripts.bench.ceiling import archive_workers, bench_inprocess
 from scripts.bench.goals import evaluate, format_goals, parse_properties, parse_settings, variant_archive
-from scripts.bench.report import summarize
+from scripts.bench.report import summarize, write_report
 from scripts.bench.served import bench_subprocess_server, bench_torchserve
 from scripts.paths import REPO
 from scripts.samples import sample_jpeg
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(json.dumps(report["summary"], indent=2))
     print(format_goals(report["goals"]))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["at", "best", "format_row", "summarize"]
+import json
+from pathlib import Path
+
+__all__ = ["at", "best", "format_row", "summarize", "write_report"]
+
+
+def write_report(path: Path | None, report: dict) -> None:
+    """The JSON report of a benchmark tool at ``--out`` (nothing when None), folders made."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def format_row(step: dict) -> str:

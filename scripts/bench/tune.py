@@ -28,6 +28,7 @@ from PIL import Image
 from handlers.retinaface_detector import RetinaFaceDetector
 from handlers.settings import DetectorSettings
 from scripts.bench.cli import DEFAULT_ARCHIVE
+from scripts.bench.report import write_report
 from scripts.bench.served import bench_torchserve
 from scripts.packaging.build_archives import ARCHIVES
 from scripts.samples import sample_jpeg
@@ -127,9 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.serving:
         report["serving"] = serving_grid(body, args.seconds * 3)
     print(json.dumps(report, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
