@@ -126,7 +126,7 @@ def pair_summary(a: list[dict], b: list[dict]) -> dict:
         "throughput_ratio_median": round(statistics.median(throughput), 3) if throughput else None,
         "p50_ratio_median": round(statistics.median(p50), 3) if p50 else None,
         "b_ahead_in": ahead,
-        "sign_test_p": round(binomtest(ahead, decided).pvalue, 4) if decided else None,
+        "sign_test_p": round(float(binomtest(ahead, decided).pvalue), 4) if decided else None,
     }
 
 
