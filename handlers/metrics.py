@@ -185,6 +185,7 @@ class OneWrite(logging.Handler):
         self.level_seen = max(self.level_seen, record.levelno)
 
     def __enter__(self) -> OneWrite:
+        self.lines, self.level_seen = [], logging.NOTSET  # one instance serves every handle() call
         self.logger.addHandler(self)
         self._propagate, self.logger.propagate = self.logger.propagate, False
         return self
@@ -194,7 +195,6 @@ class OneWrite(logging.Handler):
         self.logger.propagate = self._propagate
         if self.lines and self.logger.isEnabledFor(self.level_seen):
             self.logger.log(self.level_seen, "%s", "\n".join(self.lines))
-        self.lines = []
 
 
 class HandlerMetrics:
@@ -212,6 +212,7 @@ class HandlerMetrics:
         }
         self._model = [model_name, version]
         self.feature_log = feature_log
+        self._one_write = OneWrite()  # reused by every record_batch: no handler made per request
 
     @classmethod
     def from_context(cls, context: Any, model_name: str, version: str) -> HandlerMetrics | None:
@@ -232,7 +233,7 @@ class HandlerMetrics:
         """All metrics of one handle() call, in one write; never raises (monitoring must not fail
         requests)."""
         try:
-            with OneWrite():
+            with self._one_write:
                 self._emit(BATCH_SIZE, len(outcomes))
                 for outcome in outcomes:
                     if isinstance(outcome, InputError):

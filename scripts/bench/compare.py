@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,9 @@ from scripts.bench.cli import DEFAULT_ARCHIVE
 from scripts.bench.goals import parse_properties, parse_settings, variant_archive
 from scripts.bench.load import TokenAuth, run_step
 from scripts.bench.report import write_report
-from scripts.bench.served import jit_cpu, process_cpu, scrape, server_view, warm_up
+from scripts.bench.served import jit_reader, warm_up, window_probe
 from scripts.samples import sample_jpeg
-from scripts.server import Instance, launch, running_pid
+from scripts.server import Instance, launch
 
 __all__ = ["Side", "compare", "main", "pair_summary"]
 
@@ -71,29 +70,17 @@ def _environment(values: dict[str, str]):
 def _window(side: Side, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
     instance = side.instance
     url = f"{instance.endpoints.inference}/predictions/face_detector"
-    before, offset = scrape(instance.endpoints.metrics), len(instance.log())
-    cpu_before, started = process_cpu(instance.process.pid), time.perf_counter()
+    probe = window_probe(instance)
     step = run_step(
-        side.name,
-        url,
-        body,
-        {"Content-Type": "image/jpeg"},
-        concurrency,
-        seconds,
-        warmup,
+        side.name, url, body, {"Content-Type": "image/jpeg"}, concurrency, seconds, warmup,
         TokenAuth(instance.tokens),
-    ).summary()
-    view = server_view(before, scrape(instance.endpoints.metrics), instance.log()[offset:])
-    cpu_after = process_cpu(instance.process.pid)
+    ).summary()  # fmt: skip
+    view = probe()
     served = view["requests"] or 1
-    step["frontend_cpu_ms_per_request"] = round(
-        1000 * (cpu_after["frontend"] - cpu_before["frontend"]) / served, 3
-    )
-    step["workers_cpu_ms_per_request"] = round(
-        1000 * (cpu_after["workers"] - cpu_before["workers"]) / served, 3
-    )
+    for role in ("frontend", "workers"):
+        step[f"{role}_cpu_ms_per_request"] = round(1000 * view["cpu_s"][role] / served, 3)
     step["batch_size_avg"] = view["batch_size_avg"]
-    step["wall_s"] = round(time.perf_counter() - started, 2)
+    step["wall_s"] = view["wall_s"]
     return step
 
 
@@ -168,11 +155,8 @@ def compare(
         worker_env = {side.name: _worker_env(side) for side in sides}
         warmed = {}
         for side in sides:
-            instance, folder = side.instance, run_dir / side.name
+            instance = side.instance
             url = f"{instance.endpoints.inference}/predictions/face_detector"
-            compiler = (
-                (lambda f=folder: jit_cpu(running_pid(f))) if server_warmup_max > server_warmup else None
-            )
             warmed[side.name] = warm_up(
                 side.name,
                 url,
@@ -181,7 +165,7 @@ def compare(
                 max(levels),
                 server_warmup,
                 TokenAuth(instance.tokens),
-                compiler,
+                jit_reader(instance, server_warmup, server_warmup_max),
                 server_warmup_max,
             )
             print(f"{side.name}: warmed up {warmed[side.name]}", flush=True)

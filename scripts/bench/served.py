@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from scripts.bench.load import Auth, StepResult, TokenAuth, run_step
 from scripts.bench.report import format_row
 from scripts.client import ManagementClient
 from scripts.paths import REPO
-from scripts.server import free_ports, launch, running_pid
+from scripts.server import Instance, free_ports, launch, running_pid
 
 __all__ = [
     "JIT_QUIET_CORES",
@@ -38,6 +39,7 @@ __all__ = [
     "bench_subprocess_server",
     "bench_torchserve",
     "jit_cpu",
+    "jit_reader",
     "process_cpu",
     "scrape",
     "server_view",
@@ -45,6 +47,7 @@ __all__ = [
     "sweep",
     "wait_port",
     "warm_up",
+    "window_probe",
 ]
 
 JIT_ROUND_S = 10.0  # warm-up rounds after the minimum, each checked for JIT compiler work
@@ -208,6 +211,42 @@ def sweep(
     return steps
 
 
+def jit_reader(instance: Instance, server_warmup: float, server_warmup_max: float):
+    """What :func:`warm_up` reads to wait for ``instance``'s JIT (its compiler CPU so far), or None
+    when ``server_warmup_max`` leaves no time past the fixed ``server_warmup``."""
+    if server_warmup_max <= server_warmup:
+        return None
+    return lambda: jit_cpu(running_pid(instance.run_dir))
+
+
+def window_probe(instance: Instance) -> Callable[[], dict]:
+    """Call when a measured window starts; the function it returns, called when the window ends,
+    gives the server's own view of it: :func:`server_view` (requests, queue and inference time,
+    batch size), CPU seconds and cores busy per role (the JIT compiler apart), worker devices."""
+    before, offset = scrape(instance.endpoints.metrics), len(instance.log())
+    cpu_before, started = process_cpu(instance.process.pid), time.perf_counter()
+    jit_before = jit_cpu(running_pid(instance.run_dir))
+
+    def view() -> dict:
+        result = server_view(before, scrape(instance.endpoints.metrics), instance.log()[offset:])
+        wall = time.perf_counter() - started
+        cpu_after = process_cpu(instance.process.pid)
+        spent = {role: cpu_after[role] - cpu_before[role] for role in ("frontend", "workers")}
+        result["cpu_s"] = {role: round(seconds, 3) for role, seconds in spent.items()}
+        result["wall_s"] = round(wall, 2)
+        # Cores busy on average in the window, per role: where a 2-core machine's time goes.
+        result["cores_busy"] = {role: round(seconds / wall, 2) for role, seconds in spent.items()}
+        jit_after = jit_cpu(running_pid(instance.run_dir))
+        if jit_before is not None and jit_after is not None:  # part of "frontend"
+            result["cores_busy"]["frontend_jit"] = round((jit_after - jit_before) / wall, 3)
+        # Where the workers run ("loaded face_detector 2.0 on cuda:0 ..."): a GPU model
+        # config on a machine whose GPU TorchServe cannot see would silently run on CPU.
+        result["worker_devices"] = sorted(set(WORKER_DEVICE.findall(instance.log())))
+        return result
+
+    return view
+
+
 def bench_torchserve(
     archive: Path,
     body: bytes,
@@ -231,35 +270,9 @@ def bench_torchserve(
         headers = {"Content-Type": "image/jpeg"}
         auth = TokenAuth(instance.tokens)  # the inference key, renewed if it expires mid-sweep
 
-        def on_step():
-            before, offset = scrape(instance.endpoints.metrics), len(instance.log())
-            cpu_before, started = process_cpu(instance.process.pid), time.perf_counter()
-            jit_before = jit_cpu(running_pid(run_dir))
-
-            def view() -> dict:
-                result = server_view(before, scrape(instance.endpoints.metrics), instance.log()[offset:])
-                wall = time.perf_counter() - started
-                cpu_after = process_cpu(instance.process.pid)
-                # Cores busy on average in the window, per role: where a 2-core machine's time goes.
-                result["cores_busy"] = {
-                    role: round((cpu_after.get(role, 0.0) - cpu_before.get(role, 0.0)) / wall, 2)
-                    for role in ("frontend", "workers")
-                }
-                jit_after = jit_cpu(running_pid(run_dir))
-                if jit_before is not None and jit_after is not None:  # part of "frontend"
-                    result["cores_busy"]["frontend_jit"] = round((jit_after - jit_before) / wall, 3)
-                # Where the workers run ("loaded face_detector 2.0 on cuda:0 ..."): a GPU model
-                # config on a machine whose GPU TorchServe cannot see would silently run on CPU.
-                result["worker_devices"] = sorted(set(WORKER_DEVICE.findall(instance.log())))
-                return result
-
-            return view
-
-        wait_for_jit = server_warmup_max > server_warmup
         return sweep(
-            "torchserve", url, body, headers, levels, duration, warmup, on_step, auth, server_warmup,
-            compiler_cpu=(lambda: jit_cpu(running_pid(run_dir))) if wait_for_jit else None,
-            warmup_max=server_warmup_max,
+            "torchserve", url, body, headers, levels, duration, warmup, lambda: window_probe(instance),
+            auth, server_warmup, jit_reader(instance, server_warmup, server_warmup_max), server_warmup_max,
         )  # fmt: skip
     finally:
         instance.shutdown()
